@@ -1,0 +1,325 @@
+// Package mgmt is LiteLLM's key-management HTTP API (/key/generate,
+// /key/update, /key/delete, /key/info, /v2/key/info, /key/list, /key/block,
+// /key/unblock, /key/regenerate, /key/health) over a store.Store, plus the
+// OpenAPI document that describes it (/openapi.json).
+//
+// Every error answers in LiteLLM's envelope (internal/apierr). The master key
+// may call everything; a virtual key may read its own key (GET /key/info) and
+// call POST /key/health. Every successful mutation appends an audit row and
+// calls Config.Invalidate for each affected hash so this replica's cache drops
+// the key at once; other replicas learn through the store's change feed.
+//
+// Differences from LiteLLM worth knowing (see docs/api.md):
+//   - soft_budget has no column in the key table; it is kept in metadata,
+//     like model_rpm_limit, model_tpm_limit, guardrails, tags,
+//     enforced_params, temp_budget_increase and temp_budget_expiry.
+//   - an explicit null for one of those metadata-bound fields in /key/update
+//     removes it from metadata (LiteLLM ignores it).
+//   - bad durations answer 400 naming the field (LiteLLM answers 500).
+package mgmt
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/virtualkeys/sidecar/internal/apierr"
+	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/store"
+)
+
+// DefaultMaxBodyBytes caps request bodies when Config.MaxBodyBytes is zero.
+const DefaultMaxBodyBytes = 1 << 20
+
+// DefaultChangedBy is the audit log's changed_by when neither the
+// litellm-changed-by header nor the caller's user_id names anyone (LiteLLM's
+// litellm_proxy_admin_name default).
+const DefaultChangedBy = "default_user_id"
+
+// Store is what the management API needs from a key store; store.Store
+// satisfies it.
+type Store interface {
+	Create(ctx context.Context, k *keys.Key) error
+	Get(ctx context.Context, hash string) (*keys.Key, error)
+	GetByAlias(ctx context.Context, alias string) (*keys.Key, error)
+	Lookup(ctx context.Context, hash string) (*keys.Key, error)
+	Update(ctx context.Context, hash string, fn func(k *keys.Key) error) (*keys.Key, error)
+	Delete(ctx context.Context, hashes []string) ([]*keys.Key, error)
+	List(ctx context.Context, q store.ListQuery) (store.ListResult, error)
+	SetBlocked(ctx context.Context, hash string, blocked bool) (*keys.Key, error)
+	Regenerate(ctx context.Context, oldHash, newHash string, graceUntil *time.Time, fn func(k *keys.Key) error) (*keys.Key, error)
+	AppendAudit(ctx context.Context, a *keys.Audit) error
+}
+
+var _ Store = store.Store(nil)
+
+// Config configures the API.
+type Config struct {
+	// Store holds the keys. Required.
+	Store Store
+	// MasterKey is the proxy admin's key. Required (an API without one would
+	// let nobody manage keys, or everybody).
+	MasterKey string
+	// Logger receives request errors and mutations (never a raw key).
+	// nil discards.
+	Logger *slog.Logger
+	// Registerer receives the API's metrics. nil registers nothing.
+	Registerer prometheus.Registerer
+	// Invalidate is called synchronously after every successful mutation
+	// with every affected hash, so this replica's cache drops the key at
+	// once. nil does nothing.
+	Invalidate func(hashes ...string)
+	// MaxBodyBytes caps request bodies (413 beyond). 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Now is the clock. nil means time.Now.
+	Now func() time.Time
+}
+
+// API serves the management endpoints. Create it with New.
+type API struct {
+	st         Store
+	masterHash [32]byte
+	log        *slog.Logger
+	invalidate func(hashes ...string)
+	maxBody    int64
+	now        func() time.Time
+	mux        *http.ServeMux
+
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New validates cfg and builds the API.
+func New(cfg Config) (*API, error) {
+	var errs []error
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("mgmt: Store is required"))
+	}
+	if cfg.MasterKey == "" {
+		errs = append(errs, errors.New("mgmt: MasterKey is required"))
+	}
+	if cfg.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("mgmt: MaxBodyBytes %d is negative", cfg.MaxBodyBytes))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	a := &API{
+		st:         cfg.Store,
+		masterHash: sha256.Sum256([]byte(cfg.MasterKey)),
+		log:        cfg.Logger,
+		invalidate: cfg.Invalidate,
+		maxBody:    cfg.MaxBodyBytes,
+		now:        cfg.Now,
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	if a.invalidate == nil {
+		a.invalidate = func(...string) {}
+	}
+	if a.maxBody == 0 {
+		a.maxBody = DefaultMaxBodyBytes
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	a.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "sidecar",
+		Subsystem: "mgmt",
+		Name:      "requests_total",
+		Help:      "Management API requests by route and HTTP status.",
+	}, []string{"route", "code"})
+	a.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "sidecar",
+		Subsystem: "mgmt",
+		Name:      "request_duration_seconds",
+		Help:      "Management API request latency by route.",
+		Buckets:   []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"route"})
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{a.requests, a.latency} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("mgmt: register metrics: %w", err)
+			}
+		}
+	}
+	a.mux = http.NewServeMux()
+	for _, rt := range a.routes() {
+		a.mux.Handle(rt.path, a.serve(rt))
+	}
+	a.mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e := apierr.New(http.StatusNotFound, apierr.TypeNotFound, "", "Route not found: "+r.Method+" "+r.URL.Path)
+		a.requests.WithLabelValues("unknown", strconv.Itoa(e.Status)).Inc()
+		e.Write(w)
+	}))
+	return a, nil
+}
+
+// Handler returns the HTTP handler serving every management route.
+func (a *API) Handler() http.Handler { return a.mux }
+
+// access says who may call a route.
+type access uint8
+
+const (
+	adminOnly access = iota
+	virtualOK        // a virtual key may call it too (the handler checks ownership)
+	public           // no credential needed
+)
+
+// handlerFunc answers one request: a value to encode as JSON with status 200,
+// or an error (an *apierr.Error, a keys sentinel, or anything else = 500).
+type handlerFunc func(r *http.Request, c *caller) (any, error)
+
+type route struct {
+	path   string // ServeMux pattern without method
+	method string
+	access access
+	h      handlerFunc
+}
+
+func (a *API) routes() []route {
+	return []route{
+		{"/key/generate", http.MethodPost, adminOnly, a.generate},
+		{"/key/update", http.MethodPost, adminOnly, a.update},
+		{"/key/delete", http.MethodPost, adminOnly, a.delete},
+		{"/key/info", http.MethodGet, virtualOK, a.info},
+		{"/v2/key/info", http.MethodPost, adminOnly, a.infoV2},
+		{"/key/list", http.MethodGet, adminOnly, a.list},
+		{"/key/block", http.MethodPost, adminOnly, a.block},
+		{"/key/unblock", http.MethodPost, adminOnly, a.unblock},
+		{"/key/regenerate", http.MethodPost, adminOnly, a.regenerate},
+		{"/key/{key}/regenerate", http.MethodPost, adminOnly, a.regenerate},
+		{"/key/health", http.MethodPost, virtualOK, a.health},
+		{"/openapi.json", http.MethodGet, public, a.openapi},
+	}
+}
+
+// serve wraps a route: method check, body cap, auth, the handler, the
+// response or error envelope, metrics.
+func (a *API) serve(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		status := a.serveRoute(w, r, rt)
+		a.requests.WithLabelValues(rt.path, strconv.Itoa(status)).Inc()
+		a.latency.WithLabelValues(rt.path).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route) int {
+	if r.Method != rt.method {
+		w.Header().Set("Allow", rt.method)
+		return a.writeErr(w, r, apierr.New(http.StatusMethodNotAllowed, apierr.TypeBadRequest, "",
+			"Method Not Allowed: "+r.Method+" "+redactPath(r)+" accepts "+rt.method))
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
+	var c *caller
+	if rt.access != public {
+		var err error
+		c, err = a.authenticate(r)
+		if err != nil {
+			return a.writeErr(w, r, err)
+		}
+		if !c.admin && rt.access != virtualOK {
+			return a.writeErr(w, r, errAdminOnly(rt.method+" "+r.URL.Path))
+		}
+	}
+	v, err := rt.h(r, c)
+	if err != nil {
+		return a.writeErr(w, r, err)
+	}
+	if b, ok := v.(rawJSON); ok {
+		return writeBytes(w, http.StatusOK, b)
+	}
+	b, err := marshal(v)
+	if err != nil {
+		return a.writeErr(w, r, fmt.Errorf("encode response: %w", err))
+	}
+	return writeBytes(w, http.StatusOK, b)
+}
+
+// rawJSON is a response already encoded.
+type rawJSON []byte
+
+func writeBytes(w http.ResponseWriter, status int, b []byte) int {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+	return status
+}
+
+// writeErr maps err to the envelope and writes it. Store failures are logged
+// with detail and answered with a generic 500.
+func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) int {
+	e := a.toAPIErr(r, err)
+	e.Write(w)
+	return e.Status
+}
+
+func (a *API) toAPIErr(r *http.Request, err error) *apierr.Error {
+	var ae *apierr.Error
+	var ce *keys.ConflictError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &mbe):
+		return apierr.New(http.StatusRequestEntityTooLarge, apierr.TypeRequestTooLarge, "",
+			fmt.Sprintf("Request body too large: the limit is %d bytes", mbe.Limit))
+	case errors.As(err, &ce):
+		return conflictErr(ce)
+	case errors.Is(err, keys.ErrNotFound):
+		return errKeyNotFound()
+	}
+	a.log.ErrorContext(r.Context(), "management request failed",
+		slog.String("method", r.Method), slog.String("path", redactPath(r)), slog.Any("error", err))
+	return apierr.New(http.StatusInternalServerError, apierr.TypeInternal, "", "Internal server error")
+}
+
+// redactPath renders the request path without a raw key in it
+// (/key/{key}/regenerate carries one).
+func redactPath(r *http.Request) string {
+	if k := r.PathValue("key"); k != "" {
+		return "/key/" + keys.Redact(k) + "/regenerate"
+	}
+	return r.URL.Path
+}
+
+func conflictErr(ce *keys.ConflictError) *apierr.Error {
+	if ce.Field == "key_alias" {
+		return errAliasExists(ce.Value)
+	}
+	return apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "key", "Key already exists")
+}
+
+func errAliasExists(alias string) *apierr.Error {
+	return apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "key_alias",
+		"Key with alias '"+alias+"' already exists. Unique key aliases across all keys are required.")
+}
+
+func errKeyNotFound() *apierr.Error {
+	return apierr.New(http.StatusNotFound, apierr.TypeNotFound, "key", "Key not found in database")
+}
+
+func errAdminOnly(route string) *apierr.Error {
+	return apierr.New(http.StatusUnauthorized, apierr.TypeAuth, "None",
+		"Authentication Error, only the proxy admin (master key) may call "+route+".")
+}
+
+func badRequest(param, msg string) *apierr.Error {
+	return apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, param, msg)
+}
+
+func invalid(param, msg string) *apierr.Error {
+	return apierr.New(http.StatusUnprocessableEntity, apierr.TypeValidation, param, msg)
+}
