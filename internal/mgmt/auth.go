@@ -59,6 +59,9 @@ func credential(r *http.Request) (string, *apierr.Error) {
 		}
 		if h == "Authorization" {
 			scheme, rest, ok := strings.Cut(v, " ")
+			if !ok && (strings.EqualFold(v, "Bearer") || strings.EqualFold(v, "Basic")) {
+				return "", errNoKey // "Bearer " arrives trimmed
+			}
 			if !ok || (!strings.EqualFold(scheme, "Bearer") && !strings.EqualFold(scheme, "Basic")) {
 				return "", errMalformed
 			}

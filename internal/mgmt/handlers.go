@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -281,7 +282,10 @@ func (a *API) infoV2(r *http.Request, _ *caller) (any, error) {
 }
 
 func (a *API) list(r *http.Request, _ *caller) (any, error) {
-	qs := r.URL.Query()
+	qs, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, invalid("query", "query: malformed query string")
+	}
 	intParam := func(name string, def, lo, hi int) (int, error) {
 		s := qs.Get(name)
 		if s == "" {

@@ -1,0 +1,13 @@
+package mgmt_test
+
+import (
+	"testing"
+
+	"github.com/virtualkeys/sidecar/internal/mgmt"
+)
+
+func backends() []backend {
+	return []backend{
+		{"mem", func(t *testing.T) mgmt.Store { return newMemStore() }},
+	}
+}
