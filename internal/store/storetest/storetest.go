@@ -14,8 +14,10 @@
 //   - List: SortBy outside store.SortColumns is an error wrapping
 //     keys.ErrInvalid. Rows are ordered by the sort column in the requested
 //     direction with NULLs LAST in both directions, then by token in the same
-//     direction (the default is created_at DESC, token DESC). Page < 1 reads
-//     as 1; a page past the end is empty with the right Total.
+//     direction (the default is created_at DESC, token DESC). Text columns
+//     (key_alias, token) compare as bytes, so "C" < "a" (Postgres: COLLATE
+//     "C"). Page < 1 reads as 1; a page past the end is empty with the right
+//     Total. Filters are exact matches (no LIKE wildcards).
 //   - Regenerate with a grace period records (old token -> new token,
 //     revoke_at); regenerating the new token again re-points those records at
 //     the newest token, so every token still in grace keeps resolving.
