@@ -8,6 +8,6 @@ import (
 
 func backends() []backend {
 	return []backend{
-		{"mem", func(t *testing.T) mgmt.Store { return newMemStore() }},
+		{"mem", func(testing.TB) mgmt.Store { return newMemStore() }},
 	}
 }

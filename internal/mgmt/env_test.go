@@ -24,7 +24,7 @@ import (
 const master = "sk-master-test-0123456789"
 
 // opener returns a fresh, empty store for one test; it closes it itself.
-type opener func(t *testing.T) mgmt.Store
+type opener func(t testing.TB) mgmt.Store
 
 type backend struct {
 	name string

@@ -214,7 +214,15 @@ func (a *API) serve(rt route) http.Handler {
 	})
 }
 
-func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route) int {
+func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route) (status int) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			status = a.writeErr(w, r, fmt.Errorf("panic: %v", p))
+		}
+	}()
 	if r.Method != rt.method {
 		w.Header().Set("Allow", rt.method)
 		return a.writeErr(w, r, apierr.New(http.StatusMethodNotAllowed, apierr.TypeBadRequest, "",
