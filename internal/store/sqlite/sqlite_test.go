@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -225,4 +227,144 @@ func TestCanceledContext(t *testing.T) {
 	if _, err := s.Get(t.Context(), tok); !errors.Is(err, keys.ErrNotFound) {
 		t.Errorf("Get after canceled Create = %v, want ErrNotFound", err)
 	}
+}
+
+// TestSpendEventsInCommitOrder: with concurrent positive increments, every
+// subscriber sees each key's spend grow monotonically, and the last event
+// carries the final value (a cache applying EventSpend ends up right).
+func TestSpendEventsInCommitOrder(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "keys.db"))
+	defer s.Close()
+	ctx := t.Context()
+	tok := keys.HashHex("sk-order")
+	if err := s.Create(ctx, &keys.Key{Token: tok}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []float64
+	unsub := s.Subscribe(func(e store.Event) {
+		if e.Kind == store.EventSpend && e.Token == tok {
+			mu.Lock()
+			seen = append(seen, e.Spend)
+			mu.Unlock()
+		}
+	})
+	defer unsub()
+	const workers, each = 8, 25
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				if err := s.AddSpend(ctx, map[string]float64{tok: 1}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != workers*each {
+		t.Fatalf("saw %d spend events, want %d", len(seen), workers*each)
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i] <= seen[i-1] {
+			t.Fatalf("spend events out of order at %d: %v then %v", i, seen[i-1], seen[i])
+		}
+	}
+	if last := seen[len(seen)-1]; last != workers*each {
+		t.Errorf("last spend event = %v, want %d", last, workers*each)
+	}
+}
+
+// TestSubscriberMayRead: subscribers run outside the write lock, so one that
+// reads the store from its callback does not deadlock.
+func TestSubscriberMayRead(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "keys.db"))
+	defer s.Close()
+	ctx := t.Context()
+	tok := keys.HashHex("sk-reader")
+	var got *keys.Key
+	unsub := s.Subscribe(func(e store.Event) {
+		if e.Kind == store.EventChanged && e.Token == tok {
+			got, _ = s.Get(ctx, tok)
+		}
+	})
+	defer unsub()
+	if err := s.Create(ctx, &keys.Key{Token: tok, Spend: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || got.Spend != 4 {
+		t.Errorf("subscriber read %+v, want the committed key", got)
+	}
+}
+
+// TestTimeRange: timestamps outside years 0-9999 cannot be stored sortably
+// and are rejected as invalid input rather than stored wrong.
+func TestTimeRange(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "keys.db"))
+	defer s.Close()
+	ctx := t.Context()
+	far := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	tok := keys.HashHex("sk-far")
+	if err := s.Create(ctx, &keys.Key{Token: tok, Expires: &far}); !errors.Is(err, keys.ErrInvalid) {
+		t.Errorf("Create(expires year 10000) = %v, want ErrInvalid", err)
+	}
+	if err := s.Create(ctx, &keys.Key{Token: tok}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Update(ctx, tok, func(k *keys.Key) error { k.BudgetResetAt = &far; return nil })
+	if !errors.Is(err, keys.ErrInvalid) {
+		t.Errorf("Update(budget_reset_at year 10000) = %v, want ErrInvalid", err)
+	}
+	edge := time.Date(9999, 12, 31, 23, 59, 59, 999_000_000, time.UTC)
+	k, err := s.Update(ctx, tok, func(k *keys.Key) error { k.Expires = &edge; return nil })
+	if err != nil || !k.Expires.Equal(edge) {
+		t.Errorf("Update(expires 9999-12-31) = %v, %v", k, err)
+	}
+}
+
+// FuzzStrings: arbitrary strings in text columns and JSON values round-trip
+// and bad input never panics; filters are bound, never spliced.
+func FuzzStrings(f *testing.F) {
+	for _, s := range []string{"", "a", "'; DROP TABLE \"LiteLLM_VerificationToken\"; --", "ünï✓", "\x00nul", "%_", "\xff\xfe"} {
+		f.Add(s, s)
+	}
+	s, err := sqlite.Open(f.Context(), filepath.Join(f.TempDir(), "keys.db"), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	var n int
+	f.Fuzz(func(t *testing.T, alias, user string) {
+		ctx := t.Context()
+		n++
+		tok := keys.HashHex(fmt.Sprint("sk-fuzz-", n))
+		k := &keys.Key{Token: tok, KeyAlias: &alias, UserID: &user, Models: []string{user}}
+		err := s.Create(ctx, k)
+		if errors.Is(err, keys.ErrConflict) {
+			return // alias already used by an earlier input
+		}
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		defer s.Delete(ctx, []string{tok})
+		got, err := s.Get(ctx, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *got.KeyAlias != alias || *got.UserID != user {
+			t.Errorf("round trip: alias %q user %q, want %q %q", *got.KeyAlias, *got.UserID, alias, user)
+		}
+		res, err := s.List(ctx, store.ListQuery{Page: 1, Size: 10, UserID: user, KeyAlias: alias})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Total != 1 || len(res.Keys) != 1 || res.Keys[0].Token != tok {
+			t.Errorf("List by user/alias: total %d", res.Total)
+		}
+		if _, err := s.List(ctx, store.ListQuery{Page: 1, Size: 10, SortBy: alias}); err == nil && alias != "" && !slices.Contains(store.SortColumns, alias) {
+			t.Errorf("List accepted sort column %q", alias)
+		}
+	})
 }
