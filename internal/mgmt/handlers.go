@@ -167,7 +167,10 @@ func (a *API) update(r *http.Request, c *caller) (any, error) {
 	return &updateResponse{keyRow: view(k, now), Key: sent}, nil
 }
 
-// listFields decodes {"<name>": [strings]} bodies.
+// maxListItems bounds the keys one /key/delete or /v2/key/info names.
+const maxListItems = 1000
+
+// decodeLists decodes {"<name>": [strings]} bodies.
 func decodeLists(r *http.Request, names ...string) ([]opt[[]string], error) {
 	obj, err := readObject(r, false)
 	if err != nil {
@@ -180,6 +183,11 @@ func decodeLists(r *http.Request, names ...string) ([]opt[[]string], error) {
 	}
 	if err := decodeFields(obj, fields); err != nil {
 		return nil, err
+	}
+	for i, o := range out {
+		if len(o.V) > maxListItems {
+			return nil, invalid(names[i], fmt.Sprintf("%s: at most %d items per request", names[i], maxListItems))
+		}
 	}
 	return out, nil
 }

@@ -58,6 +58,7 @@ func TestDelete(t *testing.T) {
 			{"keys null", `{"keys":null}`, 422, "validation_error", "keys", "keys"},
 			{"keys string", `{"keys":"` + h1 + `"}`, 422, "validation_error", "keys", "keys"},
 			{"no body", ``, 422, "validation_error", "body", "body"},
+			{"too many", `{"keys":[` + strings.Repeat(`"x",`, 1000) + `"x"]}`, 422, "validation_error", "keys", "at most 1000"},
 		} {
 			t.Run(tc.name, func(t *testing.T) { e.T(t).checkErr(tc, "POST", "/key/delete") })
 		}
