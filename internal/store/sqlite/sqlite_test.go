@@ -368,3 +368,39 @@ func FuzzStrings(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrentOpen: processes starting together on a new file each apply
+// the migrations at most once and none fails on a lock.
+func TestConcurrentOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	const n = 4
+	stores := make([]*sqlite.Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { stores[i], errs[i] = sqlite.Open(t.Context(), path, nil) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("Open %d: %v", i, errs[i])
+			continue
+		}
+		if err := stores[i].Ping(t.Context()); err != nil {
+			t.Errorf("Ping %d: %v", i, err)
+		}
+		stores[i].Close()
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var dup int
+	if err := db.QueryRowContext(t.Context(), `SELECT count(*) - count(DISTINCT version) FROM sidecar_migrations`).Scan(&dup); err != nil {
+		t.Fatal(err)
+	}
+	if dup != 0 {
+		t.Errorf("%d migrations applied twice", dup)
+	}
+}
