@@ -1210,6 +1210,13 @@ func (s *suite) testResetBudgets(t *testing.T) {
 		mustCreate(t, st, c.k)
 	}
 	rec.waitReset(t)
+	// Create's own events must not count as the reset's.
+	for _, c := range cases {
+		rec.wait(t, "EventChanged after Create", func(e store.Event) bool {
+			return e.Kind == store.EventChanged && e.Token == c.k.Token
+		})
+	}
+	mark := rec.mark()
 
 	n, err := st.ResetBudgets(ctx, now)
 	if err != nil {
@@ -1236,7 +1243,7 @@ func (s *suite) testResetBudgets(t *testing.T) {
 				w.Spend = 0
 				w.BudgetResetAt = ptr(ms(d.NextReset(now)))
 				w.UpdatedAt = got.UpdatedAt
-				rec.wait(t, "EventChanged after reset", func(e store.Event) bool {
+				rec.waitFrom(t, "EventChanged after reset", mark, func(e store.Event) bool {
 					return e.Kind == store.EventChanged && e.Token == c.k.Token
 				})
 			}
@@ -1370,10 +1377,19 @@ func (r *recorder) snapshot() []store.Event {
 // wait waits until some recorded event matches, failing after EventTimeout.
 func (r *recorder) wait(t *testing.T, what string, match func(store.Event) bool) store.Event {
 	t.Helper()
+	return r.waitFrom(t, what, 0, match)
+}
+
+// mark returns how many events were recorded so far, for waitFrom.
+func (r *recorder) mark() int { return len(r.snapshot()) }
+
+// waitFrom is wait, considering only events recorded after the first from.
+func (r *recorder) waitFrom(t *testing.T, what string, from int, match func(store.Event) bool) store.Event {
+	t.Helper()
 	deadline := time.NewTimer(EventTimeout)
 	defer deadline.Stop()
 	for {
-		for _, e := range r.snapshot() {
+		for _, e := range r.snapshot()[from:] {
 			if match(e) {
 				return e
 			}
@@ -1458,11 +1474,12 @@ func (s *suite) testSubscribe(t *testing.T) {
 	waitCount("Regenerate old", k.Token, base+3)
 	changed(r1, "Regenerate new", newTok)
 
+	mark := r1.mark()
 	if _, err := st.Delete(ctx, []string{newTok, b.Token}); err != nil {
 		t.Fatal(err)
 	}
 	waitCount("Delete", newTok, 2)
-	changed(r1, "Delete", b.Token)
+	r1.waitFrom(t, "Delete", mark, func(e store.Event) bool { return e.Kind == store.EventChanged && e.Token == b.Token })
 
 	// After unsubscribing, r2 sees nothing more; r1 still does.
 	r2.unsub()
