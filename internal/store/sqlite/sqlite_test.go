@@ -192,6 +192,7 @@ func TestOpenErrors(t *testing.T) {
 		{"missing directory", filepath.Join(dir, "nope", "keys.db"), false, false},
 		{"directory", dir, false, false},
 		{"corrupt file", corrupt, false, false},
+		{"parent is a file", filepath.Join(corrupt, "keys.db"), false, false},
 		{"unwritable directory", filepath.Join(roDir, "keys.db"), os.Geteuid() == 0, false},
 	}
 	for _, tc := range tests {
