@@ -25,7 +25,9 @@
 //     (they are neither changed nor counted), and emits EventChanged for each
 //     key it resets (budget_reset_at changed, not only spend).
 //   - Events: Create, Update, Delete, SetBlocked emit EventChanged for the
-//     token; Regenerate for the old and the new token; AddSpend emits
+//     token (an Update that changes only spend may emit EventSpend instead;
+//     the suite does not test that case); Regenerate emits EventChanged for
+//     the old and the new token; AddSpend emits
 //     EventSpend with the new spend for every key it changed. A subscriber's
 //     first event is EventReset. Events may arrive asynchronously; the suite
 //     waits up to EventTimeout.
@@ -1486,7 +1488,7 @@ func (s *suite) testSubscribe(t *testing.T) {
 	n2 := len(r2.snapshot())
 	c := mustCreate(t, st, &keys.Key{Token: token("s3")})
 	changed(r1, "Create after other unsubscribed", c.Token)
-	if _, err := st.Update(ctx, c.Token, func(k *keys.Key) error { k.Spend = 1; return nil }); err != nil {
+	if _, err := st.Update(ctx, c.Token, func(k *keys.Key) error { k.TPMLimit = ptr[int64](5); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	waitCount("Update after other unsubscribed", c.Token, 2)
