@@ -142,14 +142,17 @@ func (s *Store) Close() error {
 // block and must not write to the store. An event being delivered when
 // unsubscribe is called may still reach fn.
 func (s *Store) Subscribe(fn func(store.Event)) (unsubscribe func()) {
+	var id uint64
 	s.subMu.Lock()
-	id := s.nextID
-	s.nextID++
-	s.subs[id] = fn
-	// Under subMu: no writer can copy the list (and so deliver to fn) until
-	// fn has seen EventReset.
-	fn(store.Event{Kind: store.EventReset})
-	s.subMu.Unlock()
+	func() {
+		defer s.subMu.Unlock()
+		id = s.nextID
+		s.nextID++
+		s.subs[id] = fn
+		// Under subMu: no writer can copy the list (and so deliver to fn)
+		// until fn has seen EventReset.
+		fn(store.Event{Kind: store.EventReset})
+	}()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -178,9 +181,11 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) ([]store.Event, e
 	if err != nil {
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}
+	// Roll back on error and also if fn (caller code) panics, so the one
+	// writer connection is never left inside a transaction.
+	defer func() { _ = tx.Rollback() }() // no-op after Commit
 	evs, err := fn(tx)
 	if err != nil {
-		_ = tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {

@@ -405,3 +405,36 @@ func TestConcurrentOpen(t *testing.T) {
 		t.Errorf("%d migrations applied twice", dup)
 	}
 }
+
+// TestPanicInFn: a panic in caller code inside a write (recovered further
+// up, e.g. by an HTTP panic guard) must not leave the writer stuck in a
+// transaction.
+func TestPanicInFn(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "keys.db"))
+	defer s.Close()
+	ctx := t.Context()
+	tok := keys.HashHex("sk-panic")
+	if err := s.Create(ctx, &keys.Key{Token: tok}); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("panic in fn was swallowed")
+			}
+		}()
+		_, _ = s.Update(ctx, tok, func(k *keys.Key) error { k.Spend = 9; panic("boom") })
+	}()
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := s.AddSpend(wctx, map[string]float64{tok: 1}); err != nil {
+		t.Fatalf("write after panic: %v", err)
+	}
+	k, err := s.Get(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Spend != 1 {
+		t.Errorf("spend = %v, want 1 (the panicking update rolled back)", k.Spend)
+	}
+}
