@@ -17,10 +17,62 @@ type AccessGroups map[string][]string
 // an entry containing "*" is a glob ("openai/*" allows "openai/gpt-4o");
 // otherwise an exact, case-sensitive match. aliases is the key's aliases map
 // (requested name -> target model): access to either the alias or its target
-// suffices. Access-group names expand to their models.
+// suffices. Access-group names expand to their models (globs allowed there).
 //
-// It must not allocate on the common paths: the ext_authz Check calls it on
-// every request.
+// It does not allocate: the ext_authz Check calls it on every request.
 func ModelAllowed(allowed []string, aliases map[string]any, groups AccessGroups, model string) bool {
-	panic("TODO")
+	if len(allowed) == 0 || listAllows(allowed, groups, model) {
+		return true
+	}
+	if target, ok := aliases[model].(string); ok && target != model {
+		return listAllows(allowed, groups, target)
+	}
+	return false
+}
+
+func listAllows(allowed []string, groups AccessGroups, model string) bool {
+	for _, a := range allowed {
+		switch a {
+		case "*", AllProxyModels, AllTeamModels:
+			return true
+		}
+		if Match(a, model) {
+			return true
+		}
+		for _, g := range groups[a] {
+			if g == "*" || Match(g, model) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Match reports whether name matches pattern, where '*' in pattern matches
+// any run of characters (including '/' and the empty run) and every other
+// byte matches itself, case-sensitively. A pattern without '*' is an exact
+// comparison. It does not allocate and runs in O(len(pattern)*len(name))
+// at worst.
+func Match(pattern, name string) bool {
+	p, n := 0, 0
+	star, mark := -1, 0 // last '*' in pattern, and the name position it took
+	for n < len(name) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, n
+			p++
+		case p < len(pattern) && pattern[p] == name[n]:
+			p++
+			n++
+		case star >= 0: // let the last '*' swallow one more byte
+			mark++
+			p, n = star+1, mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
 }
