@@ -248,10 +248,15 @@ func (a *API) info(r *http.Request, c *caller) (any, error) {
 		q = c.hash // LiteLLM answers with the caller's hashed key
 	}
 	hash := keys.Ref(q)
+	if c.key != nil && hash == c.hash {
+		// the caller's own key; a rotated-out key in its grace period
+		// resolves to the active row, as on the data plane
+		hash = c.key.Token
+	}
 	ctx := r.Context()
 	k, err := a.st.Get(ctx, hash)
 	if !c.admin {
-		own := hash == c.hash || (c.key != nil && hash == c.key.Token)
+		own := c.key != nil && hash == c.key.Token
 		if !own && err == nil && k.UserID != nil && *k.UserID != "" && c.userID() == *k.UserID {
 			own = true
 		}
