@@ -50,6 +50,9 @@ func validate(f *keyFields) (*plan, error) {
 		p.expiresSet = true
 		if f.Duration.ok() && f.Duration.V != "-1" {
 			d, err := keys.ParseDuration(f.Duration.V)
+			if err == nil && tooFar(d) {
+				return nil, badRequest("duration", fmt.Sprintf("Invalid duration %q: it ends after the year 9999", f.Duration.V))
+			}
 			if err != nil {
 				return nil, badRequest("duration", fmt.Sprintf("Invalid duration %q: expected <int> followed by s, m, h, d, w or mo (e.g. 30d)", f.Duration.V))
 			}
@@ -60,6 +63,9 @@ func validate(f *keyFields) (*plan, error) {
 		p.budgetSet = true
 		if f.BudgetDuration.ok() {
 			d, err := keys.ParseDuration(f.BudgetDuration.V)
+			if err == nil && tooFar(d) {
+				return nil, badRequest("budget_duration", fmt.Sprintf("Invalid budget_duration %q: it ends after the year 9999", f.BudgetDuration.V))
+			}
 			if err != nil {
 				return nil, badRequest("budget_duration", fmt.Sprintf("Invalid budget_duration %q: expected <int> followed by s, m, h, d, w or mo (e.g. 30d)", f.BudgetDuration.V))
 			}
@@ -68,6 +74,9 @@ func validate(f *keyFields) (*plan, error) {
 	}
 	if f.GracePeriod.ok() {
 		d, err := keys.ParseDuration(f.GracePeriod.V)
+		if err == nil && tooFar(d) {
+			return nil, badRequest("grace_period", fmt.Sprintf("Invalid grace_period %q: it ends after the year 9999", f.GracePeriod.V))
+		}
 		if err != nil {
 			return nil, badRequest("grace_period", fmt.Sprintf("Invalid grace_period %q: expected <int> followed by s, m, h, d, w or mo (e.g. 24h)", f.GracePeriod.V))
 		}
@@ -82,6 +91,13 @@ func validate(f *keyFields) (*plan, error) {
 		return nil, badRequest("new_key", "New key must start with 'sk-'. This is to distinguish a virtual key from a hashed key.")
 	}
 	return p, nil
+}
+
+// tooFar reports whether d, from now, lands past what JSON and the stores
+// can hold (RFC 3339 years end at 9999).
+func tooFar(d keys.Duration) bool {
+	limit := time.Now().AddDate(100, 0, 0) // margin for a clock that runs ahead
+	return d.AddTo(limit).Year() > 9999 || d.NextReset(limit).Year() > 9999
 }
 
 // parseTime reads an ISO 8601 time, with or without a zone (UTC assumed).

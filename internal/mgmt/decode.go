@@ -81,6 +81,10 @@ func readObject(r *http.Request, emptyOK bool) (map[string]json.RawMessage, erro
 
 // parseObject decodes exactly one JSON object with nothing after it.
 func parseObject(body []byte) (map[string]json.RawMessage, error) {
+	if bytes.Contains(bytes.ToLower(body), []byte(`\u0000`)) {
+		// Postgres cannot store NUL in text or JSONB.
+		return nil, invalid("body", `body: strings must not contain NUL (\u0000)`)
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var m map[string]json.RawMessage
 	if err := dec.Decode(&m); err != nil {

@@ -162,6 +162,8 @@ func TestGenerate(t *testing.T) {
 			{"trailing garbage", `{} {}`, 422, "validation_error", "body", "malformed JSON"},
 			{"trailing token", `{}x`, 422, "validation_error", "body", "malformed JSON"},
 			{"array body", `[]`, 422, "validation_error", "body", "JSON object"},
+			{"NUL in a string", `{"key_alias":"a\u0000b"}`, 422, "validation_error", "body", "NUL"},
+			{"NUL in metadata key", `{"metadata":{"\u0000":1}}`, 422, "validation_error", "body", "NUL"},
 			{"null body", `null`, 422, "validation_error", "body", "JSON object"},
 			{"string body", `"x"`, 422, "validation_error", "body", "JSON object"},
 			{"too large", `{"metadata":{"x":"` + strings.Repeat("a", 70<<10) + `"}}`, 413, "request_too_large", nil, "too large"},
@@ -196,6 +198,8 @@ func TestGenerateDurations(t *testing.T) {
 			{"bad duration", `{"duration":"ten days"}`, 400, "bad_request_error", "duration", "duration"},
 			{"bare number duration", `{"duration":"30"}`, 400, "bad_request_error", "duration", "duration"},
 			{"bad budget_duration", `{"budget_duration":"-1d"}`, 400, "bad_request_error", "budget_duration", "budget_duration"},
+			{"duration past year 9999", `{"duration":"1000000mo"}`, 400, "bad_request_error", "duration", "year 9999"},
+			{"budget_duration past year 9999", `{"budget_duration":"1000000w"}`, 400, "bad_request_error", "budget_duration", "year 9999"},
 			{"duration number", `{"duration":30}`, 422, "validation_error", "duration", "duration"},
 			{"bad temp_budget_expiry", `{"temp_budget_expiry":"tomorrow"}`, 400, "bad_request_error", "temp_budget_expiry", "temp_budget_expiry"},
 		} {

@@ -25,6 +25,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
+	"unicode/utf8"
 	"strconv"
 	"time"
 
@@ -229,6 +232,9 @@ func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route) (stat
 			"Method Not Allowed: "+r.Method+" "+redactPath(r)+" accepts "+rt.method))
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, a.maxBody)
+	if e := checkURL(r); e != nil {
+		return a.writeErr(w, r, e)
+	}
 	var c *caller
 	if rt.access != public {
 		var err error
@@ -331,3 +337,25 @@ func badRequest(param, msg string) *apierr.Error {
 func invalid(param, msg string) *apierr.Error {
 	return apierr.New(http.StatusUnprocessableEntity, apierr.TypeValidation, param, msg)
 }
+
+// checkURL refuses a path or query that no store can take as text: invalid
+// UTF-8 or NUL characters (Postgres rejects both).
+func checkURL(r *http.Request) *apierr.Error {
+	if !cleanText(r.URL.Path) {
+		return invalid("path", "path: must be valid UTF-8 without NUL characters")
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return invalid("query", "query: malformed query string")
+	}
+	for k, vs := range q {
+		for _, v := range vs {
+			if !cleanText(k) || !cleanText(v) {
+				return invalid("query", "query: must be valid UTF-8 without NUL characters")
+			}
+		}
+	}
+	return nil
+}
+
+func cleanText(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }

@@ -271,6 +271,8 @@ func TestList(t *testing.T) {
 			{errCase{"size 101", "", 422, "validation_error", "size", "size"}, "?size=101"},
 			{errCase{"bad sort_by", "", 400, "bad_request_error", "sort_by", "sort_by"}, "?sort_by=password"},
 			{errCase{"sort_by injection", "", 400, "bad_request_error", "sort_by", "sort_by"}, "?sort_by=" + url.QueryEscape("token; DROP TABLE x")},
+			{errCase{"NUL in a filter", "", 422, "validation_error", "query", "NUL"}, "?user_id=a%00b"},
+			{errCase{"invalid UTF-8 in a filter", "", 422, "validation_error", "query", "UTF-8"}, "?team_id=%ff%fe"},
 			{errCase{"malformed query", "", 422, "validation_error", "query", "query"}, "?sort_by=token;drop"},
 			{errCase{"bad sort_order", "", 400, "bad_request_error", "sort_order", "sort_order"}, "?sort_order=sideways"},
 			{errCase{"bad return_full_object", "", 422, "validation_error", "return_full_object", "return_full_object"}, "?return_full_object=maybe"},
