@@ -26,10 +26,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"strings"
-	"unicode/utf8"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
