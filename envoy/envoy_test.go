@@ -1,0 +1,304 @@
+package envoy_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	credinjv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/credential_injector/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	genericv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/injected_credentials/generic/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/anypb"
+	"sigs.k8s.io/yaml"
+)
+
+// Every extension the configs use must be linked in so protojson can
+// resolve its @type; naming one type per package here does that.
+var _ = []proto.Message{
+	&hcmv3.HttpConnectionManager{}, &extauthzv3.ExtAuthz{}, &routerv3.Router{}, &credinjv3.CredentialInjector{},
+	&genericv3.Generic{}, &upstreamhttpv3.HttpProtocolOptions{}, &tlsv3.UpstreamTlsContext{}, &tlsv3.Secret{},
+}
+
+type validator interface{ ValidateAll() error }
+
+// load decodes an Envoy YAML document into msg, rejecting unknown fields.
+func load(data []byte, msg proto.Message) error {
+	j, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return fmt.Errorf("yaml: %w", err)
+	}
+	if err := protojson.Unmarshal(j, msg); err != nil {
+		return fmt.Errorf("protojson: %w", err)
+	}
+	return nil
+}
+
+// validate runs Envoy's validation rules on m and, recursively, on every
+// message packed in an Any below it (PGV's ValidateAll does not open Anys).
+func validate(m proto.Message) error {
+	var errs []error
+	if v, ok := m.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().FullName(), err))
+		}
+	}
+	walkAnys(m.ProtoReflect(), func(a *anypb.Any) {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.GetTypeUrl(), err))
+			return
+		}
+		if err := validate(inner); err != nil {
+			errs = append(errs, err)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func walkAnys(m protoreflect.Message, fn func(*anypb.Any)) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		visit := func(v protoreflect.Value) {
+			msg := v.Message()
+			if a, ok := msg.Interface().(*anypb.Any); ok {
+				fn(a)
+				return
+			}
+			walkAnys(msg, fn)
+		}
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			for i := 0; i < v.List().Len(); i++ {
+				visit(v.List().Get(i))
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool { visit(mv); return true })
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			visit(v)
+		}
+		return true
+	})
+}
+
+func loadBootstrap(t *testing.T, data []byte) *bootstrapv3.Bootstrap {
+	t.Helper()
+	b := &bootstrapv3.Bootstrap{}
+	if err := load(data, b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func unpack[T proto.Message](t *testing.T, a *anypb.Any) T {
+	t.Helper()
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, ok := m.(T)
+	if !ok {
+		t.Fatalf("%s is not the expected type", a.GetTypeUrl())
+	}
+	return v
+}
+
+// parts digs out what the assertions look at.
+type parts struct {
+	hcm      *hcmv3.HttpConnectionManager
+	filters  []string
+	authz    *extauthzv3.ExtAuthz
+	clusters map[string]*clusterv3.Cluster
+	route    *routev3.RouteAction
+}
+
+func dig(t *testing.T, b *bootstrapv3.Bootstrap) parts {
+	t.Helper()
+	p := parts{clusters: map[string]*clusterv3.Cluster{}}
+	ls := b.GetStaticResources().GetListeners()
+	if len(ls) != 1 || len(ls[0].GetFilterChains()) != 1 {
+		t.Fatalf("want one listener with one filter chain")
+	}
+	p.hcm = unpack[*hcmv3.HttpConnectionManager](t, ls[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig())
+	for _, f := range p.hcm.GetHttpFilters() {
+		p.filters = append(p.filters, f.GetName())
+		if f.GetTypedConfig() == nil {
+			t.Errorf("filter %s has no typed_config", f.GetName())
+			continue
+		}
+		if a, ok := mustNew(t, f.GetTypedConfig()).(*extauthzv3.ExtAuthz); ok {
+			p.authz = a
+		}
+	}
+	for _, c := range b.GetStaticResources().GetClusters() {
+		p.clusters[c.GetName()] = c
+	}
+	p.route = p.hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()[0].GetRoute()
+	return p
+}
+
+func mustNew(t *testing.T, a *anypb.Any) proto.Message {
+	t.Helper()
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestConfigsAreValidEnvoyBootstraps(t *testing.T) {
+	for _, file := range []string{"envoy.yaml", "envoy-uds.yaml", "envoy-http.yaml"} {
+		t.Run(file, func(t *testing.T) {
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := loadBootstrap(t, data)
+			if err := validate(b); err != nil {
+				t.Fatalf("invalid: %v", err)
+			}
+			p := dig(t, b)
+
+			if got := p.filters; len(got) != 3 || got[0] != "envoy.filters.http.ext_authz" || got[2] != "envoy.filters.http.router" {
+				t.Errorf("filters = %v: want ext_authz first (strips the virtual key), credential injection, router last", got)
+			}
+			a := p.authz
+			if a == nil {
+				t.Fatal("no ext_authz filter")
+			}
+			if a.GetFailureModeAllow() {
+				t.Error("failure_mode_allow must be false (fail closed)")
+			}
+			if a.GetStatusOnError().GetCode() != 503 {
+				t.Errorf("status_on_error = %v, want 503", a.GetStatusOnError().GetCode())
+			}
+			body := a.GetWithRequestBody()
+			if body == nil || !body.GetAllowPartialMessage() || body.GetMaxRequestBytes() == 0 {
+				t.Errorf("with_request_body = %v: the sidecar needs the body (partial allowed) to read the model", body)
+			}
+			if p.route.GetTimeout() == nil || p.route.GetTimeout().AsDuration() != 0 {
+				t.Errorf("route timeout = %v, want 0s for long generations", p.route.GetTimeout())
+			}
+			if c := p.clusters["openai"]; c.GetTransportSocket() == nil {
+				t.Error("upstream LLM cluster is not TLS")
+			}
+
+			switch file {
+			case "envoy-http.yaml":
+				hs := a.GetHttpService()
+				if hs == nil || hs.GetPathPrefix() != "/authz" || hs.GetServerUri().GetCluster() != "sidecar_http" {
+					t.Fatalf("http_service = %v, want path_prefix /authz to cluster sidecar_http", hs)
+				}
+				if p.clusters["sidecar_http"] == nil {
+					t.Fatal("no sidecar_http cluster")
+				}
+			default:
+				if !body.GetPackAsBytes() {
+					t.Error("gRPC mode should pack the body as bytes (raw_body)")
+				}
+				if a.GetGrpcService().GetEnvoyGrpc().GetClusterName() != "sidecar_authz" {
+					t.Fatal("ext_authz does not call cluster sidecar_authz")
+				}
+				c := p.clusters["sidecar_authz"]
+				if c == nil {
+					t.Fatal("no sidecar_authz cluster")
+				}
+				opts := unpack[*upstreamhttpv3.HttpProtocolOptions](t, c.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"])
+				if opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+					t.Error("authz cluster is not HTTP/2: gRPC needs it")
+				}
+				hc := c.GetHealthChecks()
+				if len(hc) != 1 || hc[0].GetGrpcHealthCheck() == nil {
+					t.Error("authz cluster has no gRPC health check")
+				}
+				if c.GetCommonLbConfig().GetHealthyPanicThreshold().GetValue() != 0 || c.GetCommonLbConfig().GetHealthyPanicThreshold() == nil {
+					t.Error("healthy_panic_threshold must be 0 for a single sidecar endpoint")
+				}
+				addr := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress()
+				if file == "envoy-uds.yaml" && addr.GetPipe().GetPath() == "" {
+					t.Error("UDS variant does not use a pipe address")
+				}
+				for _, h := range []string{"authorization", "x-api-key", "x-goog-api-key", "api-key", "x-litellm-api-key", "ocp-apim-subscription-key"} {
+					found := false
+					for _, m := range a.GetAllowedHeaders().GetPatterns() {
+						if m.GetExact() == h {
+							found = true
+						}
+					}
+					if !found {
+						t.Errorf("allowed_headers lacks credential header %s", h)
+					}
+				}
+			}
+		})
+	}
+}
+
+// The validation must be able to fail: each mutation breaks a rule Envoy
+// enforces, and the test proves validate notices.
+func TestBrokenConfigsAreRejected(t *testing.T) {
+	base, err := os.ReadFile("envoy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		old, new string
+		want     string
+	}{
+		{"missing health-check threshold", "      healthy_threshold: 1\n", "", "HealthyThreshold"},
+		{"empty cluster name", "  - name: sidecar_authz\n", "  - name: \"\"\n", "Name"},
+		{"status Empty on error", "status_on_error: { code: ServiceUnavailable }", "status_on_error: { code: Empty }", "Code"},
+		{"health check without timeout", "    - timeout: 1s\n      interval: 5s\n", "    - interval: 5s\n", "Timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(base), tt.old) {
+				t.Fatalf("envoy.yaml no longer contains %q: update the mutation", tt.old)
+			}
+			b := loadBootstrap(t, []byte(strings.Replace(string(base), tt.old, tt.new, 1)))
+			err := validate(b)
+			if err == nil {
+				t.Fatal("broken config passed validation")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not name %q", err, tt.want)
+			}
+		})
+	}
+	if err := load([]byte("static_resources: {clusterz: []}"), &bootstrapv3.Bootstrap{}); err == nil {
+		t.Error("unknown field accepted")
+	}
+}
+
+func TestSecretFileIsAValidSDSResponse(t *testing.T) {
+	data, err := os.ReadFile("secrets/openai-key.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := &discoveryv3.DiscoveryResponse{}
+	if err := load(data, resp); err != nil {
+		t.Fatal(err)
+	}
+	if err := validate(resp); err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResources()) != 1 {
+		t.Fatalf("want one secret, got %d", len(resp.GetResources()))
+	}
+	s := unpack[*tlsv3.Secret](t, resp.GetResources()[0])
+	if s.GetName() != "openai-key" || s.GetGenericSecret().GetSecret().GetInlineString() == "" {
+		t.Errorf("secret = %v, want generic secret openai-key referenced by envoy.yaml", s)
+	}
+}
