@@ -1,0 +1,167 @@
+package authz
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/virtualkeys/sidecar/internal/apierr"
+)
+
+// Server is the ext_authz gRPC service over an Authorizer.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	a      *Authorizer
+	denied map[*apierr.Error]*authv3.CheckResponse // constant denials, rendered once
+}
+
+// NewServer returns the gRPC service for a.
+func NewServer(a *Authorizer) *Server {
+	s := &Server{a: a, denied: map[*apierr.Error]*authv3.CheckResponse{}}
+	for _, e := range []*apierr.Error{errNoKey, errMalformed, errBlocked} {
+		s.denied[e] = deniedResponse(e, ReasonNoCredential)
+	}
+	return s
+}
+
+// Register registers the service on g.
+func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g, s) }
+
+// ServerOptions are the gRPC server settings for a localhost ext_authz
+// service: messages up to maxRecvBytes of body (plus headroom for
+// headers), many concurrent streams over Envoy's few connections, and
+// keepalive pings from Envoy accepted. No MaxConnectionAge: Envoy holds
+// its connections.
+func ServerOptions(maxRecvBytes int) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxRecvBytes + 256<<10),
+		grpc.MaxConcurrentStreams(4096),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	}
+}
+
+var okStatus = &rpcstatus.Status{Code: int32(codes.OK)}
+
+var jsonContentType = []*corev3.HeaderValueOption{{
+	Header:       &corev3.HeaderValue{Key: "content-type", Value: "application/json"},
+	AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+}}
+
+// Check decides one request. A policy denial is an OK RPC carrying a
+// denied_response with LiteLLM's status and JSON; a decision that could not
+// be made (store down, deadline) is a gRPC error, so Envoy applies
+// status_on_error and fails closed.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	r := Request{Method: h.GetMethod(), Path: h.GetPath(), Headers: h.GetHeaders()}
+	if r.Headers == nil {
+		r.Headers = map[string]string{}
+	}
+	if rb := h.GetRawBody(); len(rb) > 0 {
+		r.Body = rb
+	} else if b := h.GetBody(); b != "" {
+		r.Body = []byte(b)
+	}
+	if r.Path == "" {
+		r.Path = r.Headers[":path"]
+	}
+	d := s.a.Decide(ctx, &r)
+	if d.Allowed {
+		return s.allow(&d), nil
+	}
+	if d.Err.Status == http.StatusServiceUnavailable {
+		code := codes.Unavailable
+		if ctx.Err() != nil {
+			code = codes.DeadlineExceeded
+		}
+		return nil, grpcstatus.Error(code, d.Err.Message)
+	}
+	if resp, ok := s.denied[d.Err]; ok {
+		return resp, nil
+	}
+	return deniedResponse(d.Err, d.Reason), nil
+}
+
+func deniedResponse(e *apierr.Error, reason Reason) *authv3.CheckResponse {
+	code := codes.Unauthenticated
+	switch {
+	case reason == ReasonModelDenied:
+		code = codes.PermissionDenied
+	case e.Status == http.StatusBadRequest || e.Status == http.StatusTooManyRequests:
+		code = codes.ResourceExhausted
+	case e.Status != http.StatusUnauthorized:
+		code = codes.PermissionDenied
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code), Message: e.Type},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(e.Status)},
+			Headers: jsonContentType,
+			Body:    string(e.JSON()),
+		}},
+	}
+}
+
+// rendered are the parts of an allow that depend only on the key; they are
+// kept on the cache entry and shared (read-only) by every response.
+type rendered struct {
+	headers  []*corev3.HeaderValueOption
+	metadata map[string]*structpb.Value
+}
+
+func header(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
+}
+
+func (s *Server) render(d *Decision) *rendered {
+	if d.Entry == nil {
+		return &rendered{}
+	}
+	if r, ok := d.Entry.Memo().Load().(*rendered); ok {
+		return r
+	}
+	r := &rendered{metadata: map[string]*structpb.Value{}}
+	for _, kv := range s.a.Identity(&Decision{Entry: d.Entry}) {
+		r.headers = append(r.headers, header(kv[0], kv[1]))
+		r.metadata[strings.ReplaceAll(kv[0][len(s.a.prefix):], "-", "_")] = structpb.NewStringValue(kv[1])
+	}
+	d.Entry.Memo().Store(r)
+	return r
+}
+
+func (s *Server) allow(d *Decision) *authv3.CheckResponse {
+	r := s.render(d)
+	headers, md := r.headers, r.metadata
+	if d.Model != "" {
+		headers = append(headers[:len(headers):len(headers)], header(s.a.prefix+idModel, d.Model))
+		md = make(map[string]*structpb.Value, len(r.metadata)+1)
+		for k, v := range r.metadata {
+			md[k] = v
+		}
+		md[idModel] = structpb.NewStringValue(d.Model)
+	}
+	resp := &authv3.CheckResponse{
+		Status: okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:                 headers,
+			HeadersToRemove:         d.RemoveHeaders,
+			QueryParametersToRemove: d.RemoveQuery,
+		}},
+	}
+	if len(md) > 0 {
+		resp.DynamicMetadata = &structpb.Struct{Fields: md}
+	}
+	return resp
+}
