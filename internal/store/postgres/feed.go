@@ -40,6 +40,9 @@ type feed struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+	// ready is closed once the first LISTEN succeeded.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	// mu guards subs and connected, and is held while events are delivered,
 	// so a new subscriber's EventReset cannot overtake or follow another
@@ -59,10 +62,11 @@ type feed struct {
 
 func newFeed(cfg *pgx.ConnConfig, log *slog.Logger, reg prometheus.Registerer) *feed {
 	return &feed{
-		cfg:  cfg,
-		log:  log,
-		reg:  reg,
-		subs: map[uint64]func(store.Event){},
+		cfg:   cfg,
+		log:   log,
+		reg:   reg,
+		subs:  map[uint64]func(store.Event){},
+		ready: make(chan struct{}),
 		connectedG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sidecar_store_feed_connected",
 			Help: "1 while the Postgres change-feed listener is connected and listening.",
@@ -199,6 +203,7 @@ func (f *feed) session(ctx context.Context) (connected bool, err error) {
 	// subscribers may purge and refill safely.
 	f.setConnected(true)
 	f.emit(store.Event{Kind: store.EventReset})
+	f.readyOnce.Do(func() { close(f.ready) })
 	f.log.Info("postgres: change feed listening", "channel", feedChannel)
 	for {
 		wctx, cancel := context.WithTimeout(ctx, feedIdlePing)

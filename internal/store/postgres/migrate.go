@@ -137,7 +137,18 @@ func (s *Store) migrate(ctx context.Context) (err error) {
 // alias, it logs a warning, creates a plain index and switches writes to
 // an advisory-lock check.
 func (s *Store) ensureAliasIndex(ctx context.Context, conn *pgx.Conn) error {
-	_, err := conn.Exec(ctx, `CREATE UNIQUE INDEX IF NOT EXISTS `+aliasUniqueIndex+` ON `+keyTable+` (key_alias)`)
+	var exists bool
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1)`,
+		aliasUniqueIndex).Scan(&exists)
+	if err != nil {
+		return err
+	}
+	if exists {
+		// Skip CREATE INDEX IF NOT EXISTS: it would still take a SHARE lock.
+		s.aliasLock = false
+		return nil
+	}
+	_, err = conn.Exec(ctx, `CREATE UNIQUE INDEX IF NOT EXISTS `+aliasUniqueIndex+` ON `+keyTable+` (key_alias)`)
 	if err == nil {
 		s.aliasLock = false
 		return nil

@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"regexp"
 	"sync"
 	"time"
 
@@ -49,6 +50,9 @@ const (
 	maxConnLifetime   = 30 * time.Minute
 	maxConnIdleTime   = 5 * time.Minute
 	healthCheckPeriod = 30 * time.Second
+	// feedStartWait bounds how long Open waits for the listener's first
+	// LISTEN.
+	feedStartWait = connectTimeout + time.Second
 )
 
 // Store is the Postgres store.Store. Create it with Open.
@@ -134,6 +138,20 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: metrics: %w", err)
 	}
 	s.feed.start()
+	// Writes made before the listener's LISTEN would never be notified:
+	// return once it listens, so this store sees its own writes. If it
+	// cannot connect in time, go on; it keeps retrying and subscribers get
+	// EventReset when it is up.
+	t := time.NewTimer(feedStartWait)
+	defer t.Stop()
+	select {
+	case <-s.feed.ready:
+	case <-t.C:
+		log.Warn("postgres: change feed not connected yet; continuing, it keeps retrying", "waited", feedStartWait)
+	case <-ctx.Done():
+		_ = s.Close()
+		return nil, fmt.Errorf("postgres: open %s: waiting for the change feed: %w", where, ctx.Err())
+	}
 	return s, nil
 }
 
@@ -165,13 +183,19 @@ func (s *Store) Subscribe(fn func(store.Event)) (unsubscribe func()) {
 	return s.feed.subscribe(fn)
 }
 
-// redactURL renders a connection string without its password.
+var (
+	urlPassword = regexp.MustCompile(`(://[^:/@]*):[^@]*@`)
+	dsnPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)`)
+)
+
+// redactURL renders a connection string (URL or keyword/value) without its
+// password.
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" {
-		return "(connection string)"
+	if u, err := url.Parse(raw); err == nil && u.Scheme != "" {
+		return u.Redacted()
 	}
-	return u.Redacted()
+	s := urlPassword.ReplaceAllString(raw, "$1:xxxxx@")
+	return dsnPassword.ReplaceAllString(s, "${1}xxxxx")
 }
 
 // errNoRows reports whether err is pgx's "no rows".

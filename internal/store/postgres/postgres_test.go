@@ -349,44 +349,57 @@ func kind(k store.EventKind) func(store.Event) bool {
 func TestFeedFromPlainSQL(t *testing.T) {
 	url := pgtest.URL(t)
 	s := open(t, url)
+	// Open returns once the listener listens, so writes right after Open
+	// are seen, and a new subscriber gets its EventReset at once.
+	if !s.FeedConnected() {
+		t.Error("FeedConnected = false right after Open")
+	}
 	r := &recorder{}
 	t.Cleanup(s.Subscribe(r.add))
-	r.waitFor(t, "reset", 0, kind(store.EventReset))
-	if !s.FeedConnected() {
-		t.Error("FeedConnected = false after EventReset")
+	if ev := r.snapshot(); len(ev) != 1 || ev[0].Kind != store.EventReset {
+		t.Errorf("events right after Subscribe = %+v, want [EventReset]", ev)
 	}
 	c := sqlConn(t, url)
 	tok, tok2 := keys.HashHex("sk-feed-1"), keys.HashHex("sk-feed-2")
+	changed := func(tok string) func(store.Event) bool {
+		return func(e store.Event) bool { return e.Kind == store.EventChanged && e.Token == tok }
+	}
 	tests := []struct {
 		name  string
 		sql   string
 		args  []any
-		match func(store.Event) bool
+		match []func(store.Event) bool // each must be seen after the statement
 	}{
 		{"insert", `INSERT INTO "LiteLLM_VerificationToken" (token) VALUES ($1)`, []any{tok},
-			func(e store.Event) bool { return e.Kind == store.EventChanged && e.Token == tok }},
+			[]func(store.Event) bool{changed(tok)}},
 		{"spend only", `UPDATE "LiteLLM_VerificationToken" SET spend = spend + 2.25, updated_at = now() WHERE token = $1`, []any{tok},
-			func(e store.Event) bool { return e.Kind == store.EventSpend && e.Token == tok && e.Spend == 2.25 }},
-		{"config change", `UPDATE "LiteLLM_VerificationToken" SET spend = 3, models = ARRAY['x'] WHERE token = $1`, []any{tok},
-			func(e store.Event) bool { return e.Kind == store.EventChanged && e.Token == tok }},
-		{"token moved: new", `UPDATE "LiteLLM_VerificationToken" SET token = $2 WHERE token = $1`, []any{tok, tok2},
-			func(e store.Event) bool { return e.Kind == store.EventChanged && e.Token == tok2 }},
-		{"token moved: old", `SELECT 1`, nil,
-			func(e store.Event) bool { return e.Kind == store.EventChanged && e.Token == tok }},
-		{"grace record", `INSERT INTO "LiteLLM_DeprecatedVerificationToken" (token, active_token_id, revoke_at) VALUES ($1, $2, now() + interval '1 hour')`, []any{"deprecated-tok", tok2},
-			func(e store.Event) bool { return e.Kind == store.EventChanged && e.Token == "deprecated-tok" }},
+			[]func(store.Event) bool{func(e store.Event) bool { return e.Kind == store.EventSpend && e.Token == tok && e.Spend == 2.25 }}},
+		{"spend and config", `UPDATE "LiteLLM_VerificationToken" SET spend = 3, models = ARRAY['x'] WHERE token = $1`, []any{tok},
+			[]func(store.Event) bool{changed(tok)}},
+		{"token moved", `UPDATE "LiteLLM_VerificationToken" SET token = $2 WHERE token = $1`, []any{tok, tok2},
+			[]func(store.Event) bool{changed(tok2), changed(tok)}},
+		{"grace record", `INSERT INTO "LiteLLM_DeprecatedVerificationToken" (token, active_token_id, revoke_at) VALUES ($1, $2, now() + interval '1 hour')`,
+			[]any{"deprecated-tok", tok2}, []func(store.Event) bool{changed("deprecated-tok")}},
 		{"delete", `DELETE FROM "LiteLLM_VerificationToken" WHERE token = $1`, []any{tok2},
-			func(e store.Event) bool { return e.Kind == store.EventChanged && e.Token == tok2 }},
-		{"junk payload", `SELECT pg_notify('sidecar_key_changes', 'not json')`, nil, kind(store.EventReset)},
+			[]func(store.Event) bool{changed(tok2)}},
+		{"junk payload", `SELECT pg_notify('sidecar_key_changes', 'not json')`, nil,
+			[]func(store.Event) bool{kind(store.EventReset)}},
 	}
-	from := len(r.snapshot())
 	for _, tc := range tests {
-		if tc.name == "token moved: old" {
-			from = r.waitFor(t, tc.name, from-1, tc.match) - 1
-			continue
-		}
+		from := len(r.snapshot())
 		exec(t, c, tc.sql, tc.args...)
-		from = r.waitFor(t, tc.name, from, tc.match)
+		for _, m := range tc.match {
+			r.waitFor(t, tc.name, from, m)
+		}
+		// A spend-only write must not also invalidate the key.
+		if tc.name == "spend only" {
+			time.Sleep(100 * time.Millisecond)
+			for _, e := range r.snapshot()[from:] {
+				if e.Kind != store.EventSpend {
+					t.Errorf("spend-only update also sent %+v", e)
+				}
+			}
+		}
 	}
 }
 
