@@ -20,6 +20,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -321,6 +322,9 @@ func pyList(l []string) string {
 // pyFloat renders a float as Python's str(float) does for ordinary values:
 // 10 -> "10.0", 0.5 -> "0.5".
 func pyFloat(f float64) string {
+	if a := math.Abs(f); a != 0 && (a >= 1e16 || a < 1e-4) && !math.IsInf(f, 0) {
+		return strconv.FormatFloat(f, 'e', -1, 64) // 1e+16, 1.5e-05: as Python
+	}
 	s := strconv.FormatFloat(f, 'f', -1, 64)
 	if !strings.ContainsAny(s, ".eEnN") {
 		s += ".0"

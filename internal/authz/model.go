@@ -9,15 +9,19 @@ import (
 // primary is the model the request is for (the identity header value).
 type models struct {
 	primary string
+	small   [4]string
 	names   []string
 }
 
+// add records s, a model name or a comma-separated list of them.
 func (m *models) add(s string) {
-	for part := range strings.SplitSeq(s, ",") {
+	if m.names == nil {
+		m.names = m.small[:0]
+	}
+	for s != "" {
+		var part string
+		part, s, _ = strings.Cut(s, ",")
 		if p := strings.TrimSpace(part); p != "" {
-			if m.primary == "" {
-				m.primary = p
-			}
 			m.names = append(m.names, p)
 		}
 	}
@@ -26,17 +30,22 @@ func (m *models) add(s string) {
 // requestModels finds the models a request names, first source wins for
 // the primary: the body's model (string, comma list or JSON list), then
 // target_model_names, then fallbacks (each must be allowed too), then the
-// Azure/Gemini/Vertex path, then the configured header.
+// Azure/Gemini/Vertex path, then the configured header. The primary is the
+// first name of the last body "model", else the first target name, else the
+// path's or header's model.
 func (a *Authorizer) requestModels(r *Request) models {
 	var m models
 	bodyModels(r.Body, &m)
-	if m.primary == "" {
+	if len(m.names) == 0 {
 		if p := pathModel(r.Path); p != "" {
 			m.add(p)
 		}
 	}
-	if m.primary == "" && a.modelHeader != "" {
+	if len(m.names) == 0 && a.modelHeader != "" {
 		m.add(r.header(a.modelHeader))
+	}
+	if m.primary == "" && len(m.names) > 0 {
+		m.primary = m.names[0]
 	}
 	return m
 }
@@ -70,23 +79,24 @@ func pathModel(path string) string {
 }
 
 // bodyModels scans the top-level JSON object for "model",
-// "target_model_names" and "fallbacks" without decoding the rest. A
-// truncated body yields what was complete before the cut; anything that is
-// not a JSON object yields nothing.
+// "target_model_names" and "fallbacks" without decoding the rest. Every
+// occurrence counts, so a body that repeats "model" (JSON parsers keep the
+// last; the check must not be fooled by the first) needs all of them
+// allowed; the last "model" is the primary. A truncated body yields what
+// was complete before the cut; anything but a JSON object yields nothing.
 func bodyModels(b []byte, m *models) {
 	s := scanner{b: b}
 	s.ws()
 	if !s.eat('{') {
 		return
 	}
-	var target, fallbacks []string
-	var model string
+	model, target := "", ""
 	for {
 		s.ws()
 		if s.eat('}') || s.done() {
 			break
 		}
-		key, ok := s.str()
+		key, _, ok := s.raw()
 		if !ok {
 			break
 		}
@@ -95,18 +105,26 @@ func bodyModels(b []byte, m *models) {
 			break
 		}
 		s.ws()
-		switch key {
+		switch string(key) {
 		case "model":
-			if v, ok := s.names(false); ok && model == "" {
-				model = strings.Join(v, ",")
+			n := len(m.names)
+			if !s.names(false, m) {
+				goto out
+			}
+			if len(m.names) > n {
+				model = m.names[n]
 			}
 		case "target_model_names":
-			if v, ok := s.names(false); ok {
-				target = v
+			n := len(m.names)
+			if !s.names(false, m) {
+				goto out
+			}
+			if len(m.names) > n && target == "" {
+				target = m.names[n]
 			}
 		case "fallbacks":
-			if v, ok := s.names(true); ok {
-				fallbacks = v
+			if !s.names(true, m) {
+				goto out
 			}
 		default:
 			if !s.skip() {
@@ -119,14 +137,9 @@ func bodyModels(b []byte, m *models) {
 		}
 	}
 out:
-	if model != "" {
-		m.add(model)
-	}
-	for _, t := range target {
-		m.add(t)
-	}
-	for _, f := range fallbacks {
-		m.add(f)
+	m.primary = model
+	if m.primary == "" {
+		m.primary = target
 	}
 }
 
@@ -157,12 +170,13 @@ func (s *scanner) eat(c byte) bool {
 	return false
 }
 
-// str reads a complete JSON string.
-func (s *scanner) str() (string, bool) {
+// raw reads a complete JSON string and returns its raw bytes (escapes
+// not decoded) and whether it had escapes.
+func (s *scanner) raw() (raw []byte, escaped, ok bool) {
 	if !s.eat('"') {
-		return "", false
+		return nil, false, false
 	}
-	start, escaped := s.i, false
+	start := s.i
 	for s.i < len(s.b) {
 		switch s.b[s.i] {
 		case '\\':
@@ -170,74 +184,86 @@ func (s *scanner) str() (string, bool) {
 			s.i += 2
 			continue
 		case '"':
-			raw := s.b[start:s.i]
+			raw = s.b[start:s.i]
 			s.i++
-			if !escaped {
-				return string(raw), true
-			}
-			var out string
-			if err := json.Unmarshal(s.b[start-1:s.i], &out); err != nil {
-				return "", false
-			}
-			return out, true
+			return raw, escaped, true
 		}
 		s.i++
 	}
-	return "", false // truncated
+	return nil, false, false // truncated
+}
+
+// str reads a complete JSON string and decodes it.
+func (s *scanner) str() (string, bool) {
+	start := s.i
+	raw, escaped, ok := s.raw()
+	if !ok {
+		return "", false
+	}
+	if !escaped {
+		return string(raw), true
+	}
+	var out string
+	if err := json.Unmarshal(s.b[start:s.i], &out); err != nil {
+		return "", false
+	}
+	return out, true
 }
 
 // names reads a string, or a list of strings (or, with objects, of
-// {"model": "..."} objects); other values are skipped and yield nothing.
-func (s *scanner) names(objects bool) ([]string, bool) {
+// {"model": "..."} objects), into m; other values are skipped. It reports
+// false when the document ends inside the value.
+func (s *scanner) names(objects bool, m *models) bool {
 	if s.i >= len(s.b) {
-		return nil, false
+		return false
 	}
 	switch s.b[s.i] {
 	case '"':
 		v, ok := s.str()
-		return []string{v}, ok
+		if ok {
+			m.add(v)
+		}
+		return ok
 	case '[':
 		s.i++
-		var out []string
 		for {
 			s.ws()
 			if s.eat(']') {
-				return out, true
-			}
-			if s.done() {
-				return out, false
+				return true
 			}
 			switch {
-			case s.i < len(s.b) && s.b[s.i] == '"':
+			case s.done():
+				return false
+			case s.b[s.i] == '"':
 				v, ok := s.str()
 				if !ok {
-					return out, false
+					return false
 				}
-				out = append(out, v)
-			case objects && s.i < len(s.b) && s.b[s.i] == '{':
+				m.add(v)
+			case objects && s.b[s.i] == '{':
 				start := s.i
 				if !s.skip() {
-					return out, false
+					return false
 				}
 				var obj struct {
 					Model string `json:"model"`
 				}
 				if json.Unmarshal(s.b[start:s.i], &obj) == nil && obj.Model != "" {
-					out = append(out, obj.Model)
+					m.add(obj.Model)
 				}
 			default:
 				if !s.skip() {
-					return out, false
+					return false
 				}
 			}
 			s.ws()
 			if !s.eat(',') {
 				s.ws()
-				return out, s.eat(']')
+				return s.eat(']')
 			}
 		}
 	}
-	return nil, s.skip()
+	return s.skip()
 }
 
 // skip passes over one JSON value; false if the document ends inside it.
@@ -247,14 +273,14 @@ func (s *scanner) skip() bool {
 	}
 	switch s.b[s.i] {
 	case '"':
-		_, ok := s.str()
+		_, _, ok := s.raw()
 		return ok
 	case '{', '[':
 		depth := 0
 		for s.i < len(s.b) {
 			switch s.b[s.i] {
 			case '"':
-				if _, ok := s.str(); !ok {
+				if _, _, ok := s.raw(); !ok {
 					return false
 				}
 				continue

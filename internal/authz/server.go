@@ -2,8 +2,10 @@ package authz
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -114,43 +116,63 @@ func deniedResponse(e *apierr.Error, reason Reason) *authv3.CheckResponse {
 	}
 }
 
-// rendered are the parts of an allow that depend only on the key; they are
-// kept on the cache entry and shared (read-only) by every response.
-type rendered struct {
-	headers  []*corev3.HeaderValueOption
-	metadata map[string]*structpb.Value
+// allowKey names one memoised allow response of a key: the model and
+// where the credential came in are all that vary.
+type allowKey struct {
+	model     string
+	from      string
+	fromQuery bool
 }
+
+// maxMemo bounds the allow responses memoised per key (a key allowed every
+// model could otherwise be made to grow one per model name sent).
+const maxMemo = 16
+
+type memo = map[allowKey]*authv3.CheckResponse
 
 func header(k, v string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
 }
 
-func (s *Server) render(d *Decision) *rendered {
-	if d.Entry == nil {
-		return &rendered{}
+// allow returns the allow response. Responses depend only on the key, the
+// model and the credential source, and protobuf messages are safe to
+// marshal concurrently, so a key's responses are built once and shared,
+// kept on its cache entry (copy-on-write, lock-free reads).
+func (s *Server) allow(d *Decision) *authv3.CheckResponse {
+	k := allowKey{model: d.Model}
+	if len(d.RemoveHeaders) == 1 {
+		k.from = d.RemoveHeaders[0]
 	}
-	if r, ok := d.Entry.Memo().Load().(*rendered); ok {
-		return r
+	k.fromQuery = len(d.RemoveQuery) > 0
+	var slot *atomic.Value
+	if d.Entry != nil {
+		slot = d.Entry.Memo()
+		if m, _ := slot.Load().(memo); m != nil {
+			if resp, ok := m[k]; ok {
+				return resp
+			}
+		}
 	}
-	r := &rendered{metadata: map[string]*structpb.Value{}}
-	for _, kv := range s.a.Identity(&Decision{Entry: d.Entry}) {
-		r.headers = append(r.headers, header(kv[0], kv[1]))
-		r.metadata[strings.ReplaceAll(kv[0][len(s.a.prefix):], "-", "_")] = structpb.NewStringValue(kv[1])
+	resp := s.build(d)
+	if slot != nil {
+		old, _ := slot.Load().(memo)
+		if len(old) < maxMemo {
+			m := make(memo, len(old)+1)
+			maps.Copy(m, old)
+			k.model = strings.Clone(k.model)
+			m[k] = resp
+			slot.Store(m) // a racing Store loses one memo entry at worst
+		}
 	}
-	d.Entry.Memo().Store(r)
-	return r
+	return resp
 }
 
-func (s *Server) allow(d *Decision) *authv3.CheckResponse {
-	r := s.render(d)
-	headers, md := r.headers, r.metadata
-	if d.Model != "" {
-		headers = append(headers[:len(headers):len(headers)], header(s.a.prefix+idModel, d.Model))
-		md = make(map[string]*structpb.Value, len(r.metadata)+1)
-		for k, v := range r.metadata {
-			md[k] = v
-		}
-		md[idModel] = structpb.NewStringValue(d.Model)
+func (s *Server) build(d *Decision) *authv3.CheckResponse {
+	var headers []*corev3.HeaderValueOption
+	md := map[string]*structpb.Value{}
+	for _, kv := range s.a.Identity(d) {
+		headers = append(headers, header(kv[0], kv[1]))
+		md[strings.ReplaceAll(kv[0][len(s.a.prefix):], "-", "_")] = structpb.NewStringValue(kv[1])
 	}
 	resp := &authv3.CheckResponse{
 		Status: okStatus,
