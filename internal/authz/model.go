@@ -3,6 +3,7 @@ package authz
 import (
 	"encoding/json"
 	"strings"
+	"unicode/utf8"
 )
 
 // models is what a request asks for: every name must be allowed.
@@ -70,7 +71,7 @@ func pathModel(path string) string {
 		return rest[:i]
 	}
 	if strings.Contains(path, "/vertex") {
-		if i := strings.IndexAny(rest, ":/"); i > 0 {
+		if i := strings.IndexAny(rest, ":/"); i >= 0 {
 			return rest[:i]
 		}
 		return rest
@@ -200,9 +201,11 @@ func (s *scanner) str() (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if !escaped {
+	if !escaped && utf8.Valid(raw) {
 		return string(raw), true
 	}
+	// Escapes, or invalid UTF-8 (which JSON decoders, and so the upstream,
+	// read as U+FFFD): decode exactly as they do.
 	var out string
 	if err := json.Unmarshal(s.b[start:s.i], &out); err != nil {
 		return "", false
