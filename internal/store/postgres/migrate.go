@@ -137,13 +137,16 @@ func (s *Store) migrate(ctx context.Context) (err error) {
 // alias, it logs a warning, creates a plain index and switches writes to
 // an advisory-lock check.
 func (s *Store) ensureAliasIndex(ctx context.Context, conn *pgx.Conn) error {
-	var exists bool
-	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1)`,
-		aliasUniqueIndex).Scan(&exists)
+	var hasColumn, exists bool
+	err := conn.QueryRow(ctx, `SELECT
+		EXISTS (SELECT 1 FROM information_schema.columns
+			WHERE table_schema = current_schema() AND table_name = $1 AND column_name = 'key_alias'),
+		EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $2)`,
+		keyTableName, aliasUniqueIndex).Scan(&hasColumn, &exists)
 	if err != nil {
 		return err
 	}
-	if exists {
+	if !hasColumn || exists {
 		// Skip CREATE INDEX IF NOT EXISTS: it would still take a SHARE lock.
 		s.aliasLock = false
 		return nil

@@ -98,7 +98,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	pcfg.MaxConnLifetimeJitter = maxConnLifetime / 10
 	pcfg.MaxConnIdleTime = maxConnIdleTime
 	pcfg.HealthCheckPeriod = healthCheckPeriod
-	if pcfg.ConnConfig.ConnectTimeout == 0 || pcfg.ConnConfig.ConnectTimeout > connectTimeout {
+	if pcfg.ConnConfig.ConnectTimeout == 0 { // connect_timeout in the URL wins
 		pcfg.ConnConfig.ConnectTimeout = connectTimeout
 	}
 	if _, ok := pcfg.ConnConfig.RuntimeParams["application_name"]; !ok {

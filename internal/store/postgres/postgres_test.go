@@ -517,3 +517,39 @@ func TestTimestampsAreUTCWhateverTheSessionZone(t *testing.T) {
 		t.Errorf("read expires = %v", got.Expires)
 	}
 }
+
+func TestOpenOnMinimalKeyTable(t *testing.T) {
+	url := pgtest.URL(t)
+	c := sqlConn(t, url)
+	exec(t, c, `CREATE TABLE "LiteLLM_VerificationToken" (token TEXT PRIMARY KEY, spend DOUBLE PRECISION NOT NULL DEFAULT 0, team_id TEXT)`)
+	s := open(t, url)
+	var idx []string
+	rows, err := c.Query(t.Context(), `SELECT indexname FROM pg_indexes WHERE tablename = 'LiteLLM_VerificationToken' ORDER BY indexname`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		t.Fatal(err)
+	}
+	if want := "LiteLLM_VerificationToken_pkey,LiteLLM_VerificationToken_team_id_idx"; strings.Join(idx, ",") != want {
+		t.Errorf("indexes = %v, want %s (only over existing columns)", idx, want)
+	}
+	tok := keys.HashHex("sk-min")
+	if err := s.Create(t.Context(), &keys.Key{Token: tok, KeyAlias: ptr("dropped"), TeamID: ptr("t")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddSpend(t.Context(), map[string]float64{tok: 2}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(t.Context(), tok)
+	if err != nil || got.Spend != 2 || got.KeyAlias != nil || *got.TeamID != "t" || got.CreatedAt != nil {
+		t.Errorf("Get = %+v, %v", got, err)
+	}
+	if _, err := s.GetByAlias(t.Context(), "dropped"); !errors.Is(err, keys.ErrNotFound) {
+		t.Errorf("GetByAlias without the column = %v, want not found", err)
+	}
+	res, err := s.List(t.Context(), store.ListQuery{TeamID: "t"})
+	if err != nil || res.Total != 1 {
+		t.Errorf("List = %+v, %v", res, err)
+	}
+}

@@ -41,12 +41,25 @@ CREATE TABLE IF NOT EXISTS "LiteLLM_VerificationToken" (
     CONSTRAINT "LiteLLM_VerificationToken_pkey" PRIMARY KEY (token)
 );
 
-CREATE INDEX IF NOT EXISTS "LiteLLM_VerificationToken_user_id_team_id_idx"
-    ON "LiteLLM_VerificationToken" (user_id, team_id);
-CREATE INDEX IF NOT EXISTS "LiteLLM_VerificationToken_team_id_idx"
-    ON "LiteLLM_VerificationToken" (team_id);
-CREATE INDEX IF NOT EXISTS "LiteLLM_VerificationToken_budget_reset_at_expires_idx"
-    ON "LiteLLM_VerificationToken" (budget_reset_at, expires);
+-- Indexes only over columns that exist: an older LiteLLM table may lack some.
+DO $$
+DECLARE
+    ix text[];
+BEGIN
+    FOREACH ix SLICE 1 IN ARRAY ARRAY[
+        ['LiteLLM_VerificationToken_user_id_team_id_idx', 'user_id', 'team_id'],
+        ['LiteLLM_VerificationToken_team_id_idx', 'team_id', NULL],
+        ['LiteLLM_VerificationToken_budget_reset_at_expires_idx', 'budget_reset_at', 'expires']
+    ] LOOP
+        IF (SELECT count(*) FROM information_schema.columns
+            WHERE table_schema = current_schema() AND table_name = 'LiteLLM_VerificationToken'
+              AND column_name IN (ix[2], ix[3])) = cardinality(array_remove(ix[2:3], NULL)) THEN
+            EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON "LiteLLM_VerificationToken" (%s)', ix[1],
+                (SELECT string_agg(quote_ident(c), ', ') FROM unnest(ix[2:3]) AS c WHERE c IS NOT NULL));
+        END IF;
+    END LOOP;
+END
+$$;
 
 CREATE TABLE IF NOT EXISTS "LiteLLM_AuditLog" (
     id                 TEXT NOT NULL,
