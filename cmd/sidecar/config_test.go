@@ -1,0 +1,209 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(t *testing.T, c *Config)
+	}{
+		{"defaults", nil, nil, func(t *testing.T, c *Config) {
+			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
+				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
+				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second}
+			if *c != want {
+				t.Errorf("got %+v\nwant %+v", *c, want)
+			}
+		}},
+		{"env fallback", nil, map[string]string{
+			"SIDECAR_MASTER_KEY": "sk-env", "DATABASE_URL": "postgres://u@db:5432/x", "SIDECAR_DATA_DIR": "/tmp/d",
+			"SIDECAR_GRPC_ADDR": "unix:///run/s.sock", "SIDECAR_HTTP_ADDR": ":8080", "SIDECAR_LOG_LEVEL": "debug",
+			"SIDECAR_NEGATIVE_TTL": "2s", "SIDECAR_TRUST_FORWARDED": "true", "SIDECAR_KEY_HEADER": "X-My-Key",
+		}, func(t *testing.T, c *Config) {
+			if c.MasterKey != "sk-env" || c.DatabaseURL != "postgres://u@db:5432/x" || c.DataDir != "/tmp/d" ||
+				c.GRPCAddr != "unix:///run/s.sock" || c.HTTPAddr != ":8080" || c.LogLevel.String() != "DEBUG" ||
+				c.NegativeTTL != 2*time.Second || !c.TrustForwarded || c.KeyHeader != "x-my-key" {
+				t.Errorf("env not applied: %+v", *c)
+			}
+		}},
+		{"litellm master key fallback", nil, map[string]string{"LITELLM_MASTER_KEY": "sk-litellm"}, func(t *testing.T, c *Config) {
+			if c.MasterKey != "sk-litellm" {
+				t.Errorf("MasterKey = %q", c.MasterKey)
+			}
+		}},
+		{"sidecar master key wins over litellm's", nil, map[string]string{"LITELLM_MASTER_KEY": "sk-l", "SIDECAR_MASTER_KEY": "sk-s"}, func(t *testing.T, c *Config) {
+			if c.MasterKey != "sk-s" {
+				t.Errorf("MasterKey = %q", c.MasterKey)
+			}
+		}},
+		{"flag wins over env", []string{"--master-key=sk-flag", "--http-addr", "127.0.0.1:4001", "--negative-ttl=1s"},
+			map[string]string{"SIDECAR_MASTER_KEY": "sk-env", "SIDECAR_HTTP_ADDR": "127.0.0.1:9999", "SIDECAR_NEGATIVE_TTL": "9s"},
+			func(t *testing.T, c *Config) {
+				if c.MasterKey != "sk-flag" || c.HTTPAddr != "127.0.0.1:4001" || c.NegativeTTL != time.Second {
+					t.Errorf("flags not preferred: %+v", *c)
+				}
+			}},
+		{"postgresql scheme", []string{"--database-url", "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"}, nil, func(t *testing.T, c *Config) {
+			if c.DatabaseURL == "" {
+				t.Error("DatabaseURL empty")
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, envOf(tt.env), &bytes.Buffer{})
+			if err != nil {
+				t.Fatalf("parseConfig: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string // substrings the one error message must contain
+	}{
+		{"unknown flag", []string{"--nope"}, nil, []string{"flag provided but not defined: -nope"}},
+		{"stray argument", []string{"serve"}, nil, []string{`unexpected argument "serve"`}},
+		{"bad url scheme", []string{"--database-url", "mysql://x@y/z"}, nil, []string{`scheme "mysql" is not postgres://`}},
+		{"unparseable url hides password", []string{"--database-url", "postgres://u:s3cret@[::1/x"}, nil, []string{"--database-url: not a URL"}},
+		{"url without host", []string{"--database-url", "postgres:///db"}, nil, []string{"--database-url: no host"}},
+		{"bad log level", []string{"--log-level", "loud"}, nil, []string{`--log-level: "loud"`}},
+		{"bad log format", []string{"--log-format", "xml"}, nil, []string{`--log-format: "xml"`}},
+		{"bad grpc addr", []string{"--grpc-addr", "nowhere"}, nil, []string{"--grpc-addr", "missing port"}},
+		{"relative unix socket", []string{"--grpc-addr", "unix://rel.sock"}, nil, []string{"must be absolute"}},
+		{"unix http addr", []string{"--http-addr", "unix:///tmp/x.sock"}, nil, []string{"--http-addr: unix sockets"}},
+		{"same addr", []string{"--grpc-addr", "127.0.0.1:5000", "--http-addr", "127.0.0.1:5000"}, nil, []string{"both 127.0.0.1:5000"}},
+		{"bad env duration", nil, map[string]string{"SIDECAR_NEGATIVE_TTL": "soon"}, []string{"SIDECAR_NEGATIVE_TTL"}},
+		{"negative ttl", []string{"--cache-ttl=-1s"}, nil, []string{"--cache-ttl: -1s must be positive"}},
+		{"bad header", []string{"--key-header", "x key"}, nil, []string{`--key-header: "x key"`}},
+		{"tiny body cap", []string{"--max-body-bytes", "10"}, nil, []string{"--max-body-bytes"}},
+		{"bad cache size", []string{"--cache-max-keys", "0"}, nil, []string{"--cache-max-keys"}},
+		{"all errors at once", []string{"--log-level", "x", "--log-format", "y", "--grpc-addr", "z"}, nil,
+			[]string{"--log-level", "--log-format", "--grpc-addr"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig(tt.args, envOf(tt.env), &bytes.Buffer{})
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("error leaks the password: %q", err)
+			}
+		})
+	}
+}
+
+func TestParseConfigHelp(t *testing.T) {
+	var out bytes.Buffer
+	_, err := parseConfig([]string{"-h"}, envOf(nil), &out)
+	if !errors.Is(err, errHelp) {
+		t.Fatalf("err = %v, want errHelp", err)
+	}
+	for _, f := range []string{"-master-key", "-database-url", "$SIDECAR_MASTER_KEY, $LITELLM_MASTER_KEY", "-grpc-addr"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("usage lacks %q", f)
+		}
+	}
+}
+
+func TestMasterKeyIsGeneratedOnceAndKept(t *testing.T) {
+	dir := t.TempDir()
+	var first bytes.Buffer
+	k1, err := loadOrCreateMasterKey(dir, &first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(k1, "sk-") || len(k1) != 25 {
+		t.Fatalf("generated key %q is not sk- + 22 chars", k1)
+	}
+	if !strings.Contains(first.String(), k1) || !strings.Contains(first.String(), "WARNING") {
+		t.Errorf("first start did not print the key with a warning: %q", first.String())
+	}
+	fi, err := os.Stat(filepath.Join(dir, masterKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	var second bytes.Buffer
+	k2, err := loadOrCreateMasterKey(dir, &second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k2 != k1 {
+		t.Errorf("restart gave %q, want the kept %q", k2, k1)
+	}
+	if second.Len() != 0 {
+		t.Errorf("restart printed %q; the key is printed only once", second.String())
+	}
+}
+
+func TestMasterKeyFileEmptyIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, masterKeyFile), []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadOrCreateMasterKey(dir, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "is empty") {
+		t.Fatalf("err = %v, want an 'is empty' error", err)
+	}
+}
+
+func TestEnsureDataDir(t *testing.T) {
+	base := t.TempDir()
+	file := filepath.Join(base, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		dir     string
+		wantErr string
+	}{
+		{"creates nested", filepath.Join(base, "a", "b"), ""},
+		{"existing", base, ""},
+		{"under a file", filepath.Join(file, "sub"), "not a directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ensureDataDir(tt.dir)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi, err := os.Stat(tt.dir); err != nil || !fi.IsDir() {
+					t.Fatalf("dir not there: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}

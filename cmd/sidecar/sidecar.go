@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/virtualkeys/sidecar/internal/store"
+	"github.com/virtualkeys/sidecar/internal/store/postgres"
+	"github.com/virtualkeys/sidecar/internal/store/sqlite"
+)
+
+// authzServiceName is the gRPC health service name of the Check.
+const authzServiceName = "envoy.service.auth.v3.Authorization"
+
+// sidecar is the running process: its listeners, servers and store.
+type sidecar struct {
+	cfg    *Config
+	log    *slog.Logger
+	reg    *prometheus.Registry
+	store  store.Store
+	health *health.Server
+	grpc   *grpc.Server
+	http   *http.Server
+	jobs   []func(context.Context) error
+
+	grpcLn, httpLn net.Listener
+	ready          atomic.Bool
+	closeParts     func()
+}
+
+// newSidecar builds every part and binds both listeners; nothing is served
+// until serve. On error everything built so far is released.
+func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar, err error) {
+	s := &sidecar{cfg: cfg, reg: prometheus.NewRegistry()}
+	s.log = newLogger(cfg, stderr)
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
+	if err := ensureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if cfg.MasterKey == "" {
+		if cfg.MasterKey, err = loadOrCreateMasterKey(cfg.DataDir, stderr); err != nil {
+			return nil, err
+		}
+	}
+
+	s.reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+
+	if s.store, err = openStore(ctx, cfg, s.log, s.reg); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { s.store.Close() })
+
+	parts, err := buildParts(cfg, s.store, s.log, s.reg)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, parts.close)
+	s.jobs = parts.jobs
+	s.closeParts = parts.close
+
+	s.health = health.NewServer()
+	s.grpc = grpc.NewServer(parts.grpcOptions...)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	parts.registerGRPC(s.grpc)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	parts.registerHTTP(mux)
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+
+	if s.grpcLn, err = listen(cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	}
+	closers = append(closers, func() { s.grpcLn.Close() })
+	if s.httpLn, err = listen(cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("--http-addr: %w", err)
+	}
+	return s, nil
+}
+
+// serve runs both servers and the background jobs until ctx is cancelled
+// or one of them fails, then shuts down: not ready first, then (after
+// ShutdownDelay) drain within ShutdownTimeout, then close the store.
+func (s *sidecar) serve(ctx context.Context) error {
+	defer s.store.Close()
+	defer s.closeParts()
+	g, gctx := errgroup.WithContext(ctx)
+	jobCtx, stopJobs := context.WithCancel(context.Background())
+	defer stopJobs()
+
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("grpc server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http server: %w", err)
+		}
+		return nil
+	})
+	for _, job := range s.jobs {
+		g.Go(func() error { return job(jobCtx) })
+	}
+
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(authzServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.ready.Store(true)
+	s.log.Info("sidecar serving",
+		"grpc_addr", s.grpcLn.Addr().String(), "http_addr", s.httpLn.Addr().String(),
+		"store", storeKind(s.cfg))
+
+	g.Go(func() error {
+		<-gctx.Done()
+		s.shutdown()
+		stopJobs()
+		return nil
+	})
+	err := g.Wait()
+	s.log.Info("sidecar stopped")
+	return err
+}
+
+func (s *sidecar) shutdown() {
+	s.log.Info("shutting down: not ready, draining", "delay", s.cfg.ShutdownDelay, "timeout", s.cfg.ShutdownTimeout)
+	s.ready.Store(false)
+	s.health.Shutdown() // every service NOT_SERVING, so Envoy stops picking us
+	if s.cfg.ShutdownDelay > 0 {
+		time.Sleep(s.cfg.ShutdownDelay)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+
+	done := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(done) }()
+	if err := s.http.Shutdown(ctx); err != nil {
+		s.log.Warn("http drain cut short", "err", err)
+		s.http.Close()
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("grpc drain cut short")
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+// readyz answers 200 when the sidecar is serving and its store answers.
+func (s *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !s.ready.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "not ready: shutting down or starting\n")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, "not ready: store does not answer\n")
+		s.log.Warn("readiness: store ping failed", "err", err)
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
+
+func storeKind(cfg *Config) string {
+	if cfg.DatabaseURL != "" {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// openStore opens Postgres when a URL is configured, else the embedded
+// store in the data dir. Opening is bounded so an unreachable server fails
+// start-up with one clear message instead of hanging.
+func openStore(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheus.Registerer) (store.Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if cfg.DatabaseURL != "" {
+		st, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, Logger: log, Registerer: reg})
+		if err != nil {
+			return nil, fmt.Errorf("postgres: %w", err)
+		}
+		return st, nil
+	}
+	path := filepath.Join(cfg.DataDir, "sidecar.db")
+	st, err := sqlite.Open(ctx, path, log)
+	if err != nil {
+		return nil, fmt.Errorf("embedded store: %w", err)
+	}
+	return st, nil
+}
+
+// listen binds host:port or unix:///path. A stale socket file left by a
+// crashed process is removed first.
+func listen(addr string) (net.Listener, error) {
+	if p, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.Dial("unix", p); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("%s: another process is listening", addr)
+			}
+			os.Remove(p)
+		}
+		return net.Listen("unix", p)
+	}
+	return net.Listen("tcp", addr)
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
