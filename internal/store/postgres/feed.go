@@ -86,12 +86,28 @@ func (f *feed) registerMetrics() error {
 	if f.reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{f.connectedG, f.reconnects, f.notifications} {
-		if err := f.reg.Register(c); err != nil {
-			return err
+	// A store reopened on the same registry shares the collectors.
+	if err := register(f.reg, &f.connectedG); err != nil {
+		return err
+	}
+	if err := register(f.reg, &f.reconnects); err != nil {
+		return err
+	}
+	return register(f.reg, &f.notifications)
+}
+
+// register registers *c, or switches *c to the collector already
+// registered under its name.
+func register[C prometheus.Collector](reg prometheus.Registerer, c *C) error {
+	err := reg.Register(*c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			*c = existing
+			return nil
 		}
 	}
-	return nil
+	return err
 }
 
 func (f *feed) start() {

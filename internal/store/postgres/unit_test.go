@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/virtualkeys/sidecar/internal/pgtest"
 	"github.com/virtualkeys/sidecar/internal/store"
 )
@@ -78,6 +81,22 @@ func FuzzDecodePayload(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestMetricsSharedAcrossReopen(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, b := testFeed(), testFeed()
+	a.reg, b.reg = reg, reg
+	if err := a.registerMetrics(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.registerMetrics(); err != nil {
+		t.Fatalf("second store on the same registry: %v", err)
+	}
+	b.reconnects.Inc()
+	if got := testutil.ToFloat64(a.reconnects); got != 1 {
+		t.Errorf("shared counter = %v, want 1", got)
+	}
 }
 
 func TestPoolLimits(t *testing.T) {
