@@ -147,6 +147,7 @@ type result struct {
 	elapsed                  time.Duration
 	lat                      []time.Duration // sorted
 	cpu                      float64         // server CPU seconds, -1 unknown
+	firstErr                 error
 }
 
 func (r *result) pct(p float64) time.Duration {
@@ -219,6 +220,7 @@ func load(ctx context.Context, o options, clients []authv3.AuthorizationClient, 
 	type worker struct {
 		lat                   []time.Duration
 		allowed, denied, errs int
+		firstErr              error
 	}
 	ws := make([]worker, o.concurrency)
 	var wg sync.WaitGroup
@@ -241,6 +243,9 @@ func load(ctx context.Context, o options, clients []authv3.AuthorizationClient, 
 						return // the run ended mid-call
 					}
 					w.errs++
+					if w.firstErr == nil {
+						w.firstErr = err
+					}
 				case resp.GetOkResponse() != nil:
 					w.allowed++
 				default:
@@ -257,6 +262,9 @@ func load(ctx context.Context, o options, clients []authv3.AuthorizationClient, 
 		r.allowed += w.allowed
 		r.denied += w.denied
 		r.errs += w.errs
+		if r.firstErr == nil {
+			r.firstErr = w.firstErr
+		}
 	}
 	r.n = len(r.lat)
 	slices.Sort(r.lat)
@@ -269,6 +277,9 @@ func report(out io.Writer, o options, r *result, cpuErr error) {
 	fmt.Fprintf(out, "throughput  %.0f checks/s\n", float64(r.n)/r.elapsed.Seconds())
 	fmt.Fprintf(out, "latency     p50 %v  p90 %v  p99 %v  p99.9 %v  max %v\n",
 		us(r.pct(.50)), us(r.pct(.90)), us(r.pct(.99)), us(r.pct(.999)), us(r.pct(1)))
+	if r.firstErr != nil {
+		fmt.Fprintf(out, "first error %v\n", r.firstErr)
+	}
 	switch {
 	case r.cpu >= 0 && r.n > 0:
 		fmt.Fprintf(out, "server CPU  %.1f µs/check (%.2f s over the run)\n", r.cpu*1e6/float64(r.n), r.cpu)
