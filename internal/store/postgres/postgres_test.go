@@ -101,8 +101,8 @@ func TestOpenConcurrentMigrations(t *testing.T) {
 		t.Errorf("recorded versions %v, want %d migrations", got, len(ms))
 	}
 	for _, m := range ms {
-		if got[int32(m.version)] != 1 {
-			t.Errorf("migration %s recorded %d times, want 1", m.name, got[int32(m.version)])
+		if got[int32(m.Version)] != 1 {
+			t.Errorf("migration %s recorded %d times, want 1", m.Name, got[int32(m.Version)])
 		}
 	}
 	// One trigger each, not one per Open.
