@@ -149,7 +149,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 			fs.PrintDefaults()
 			return nil, errHelp
 		}
-		return nil, err
+		return nil, fmt.Errorf("%w (see --help)", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))

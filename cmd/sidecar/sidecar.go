@@ -222,14 +222,14 @@ func openStore(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheu
 	if cfg.DatabaseURL != "" {
 		st, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, Logger: log, Registerer: reg})
 		if err != nil {
-			return nil, fmt.Errorf("postgres: %w", err)
+			return nil, fmt.Errorf("open store: %w", err)
 		}
 		return st, nil
 	}
 	path := filepath.Join(cfg.DataDir, "sidecar.db")
 	st, err := sqlite.Open(ctx, path, log)
 	if err != nil {
-		return nil, fmt.Errorf("embedded store: %w", err)
+		return nil, fmt.Errorf("open embedded store: %w", err)
 	}
 	return st, nil
 }
