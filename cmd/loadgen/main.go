@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -124,7 +125,10 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	}
 	g := grpc.NewServer(authz.ServerOptions(1 << 20)...)
 	authz.NewServer(a).Register(g)
-	hs := &http.Server{Addr: o.metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile) // to see where a Check's CPU goes
+	hs := &http.Server{Addr: o.metricsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- g.Serve(lis) }()
 	go func() { errc <- hs.ListenAndServe() }()
@@ -208,12 +212,12 @@ func run(ctx context.Context, o options, out io.Writer) error {
 }
 
 func load(ctx context.Context, o options, clients []authv3.AuthorizationClient, req *authv3.CheckRequest) *result {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// The run ends by a flag, not a context deadline, so calls in flight
+	// at the end complete instead of counting as errors.
+	var stopped atomic.Bool
 	if o.n == 0 {
-		var c2 context.CancelFunc
-		ctx, c2 = context.WithTimeout(ctx, o.duration)
-		defer c2()
+		t := time.AfterFunc(o.duration, func() { stopped.Store(true) })
+		defer t.Stop()
 	}
 	var left atomic.Int64
 	left.Store(int64(o.n))
@@ -230,7 +234,7 @@ func load(ctx context.Context, o options, clients []authv3.AuthorizationClient, 
 		w.lat = make([]time.Duration, 0, 1<<16)
 		cl := clients[i%len(clients)]
 		wg.Go(func() {
-			for ctx.Err() == nil {
+			for ctx.Err() == nil && !stopped.Load() {
 				if o.n > 0 && left.Add(-1) < 0 {
 					return
 				}
@@ -240,7 +244,7 @@ func load(ctx context.Context, o options, clients []authv3.AuthorizationClient, 
 				switch {
 				case err != nil:
 					if ctx.Err() != nil {
-						return // the run ended mid-call
+						return // interrupted
 					}
 					w.errs++
 					if w.firstErr == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,11 @@ func ServerOptions(maxRecvBytes int) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecvBytes + 256<<10),
 		grpc.MaxConcurrentStreams(4096),
+		// A pool of stream workers instead of a goroutine per RPC: their
+		// stacks stay grown, so a Check does not pay for stack copying
+		// (about 14% of server CPU in a profile without it). Several per
+		// core: a stream finding every worker busy gets a goroutine.
+		grpc.NumStreamWorkers(uint32(max(16, 4*runtime.GOMAXPROCS(0)))),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
 	}
