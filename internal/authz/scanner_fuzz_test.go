@@ -9,7 +9,7 @@ import (
 // FuzzBodyScanner: the scanner never panics, and for any complete JSON
 // object whose top-level "model" is a plain string, it finds that model
 // (the last one, as JSON parsers do) among the names it checks.
-func FuzzBodyScanner(f *testing.F) {
+func FuzzModelFromBody(f *testing.F) {
 	for _, s := range []string{
 		`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`,
 		`{"model":["a","b"],"fallbacks":[{"model":"c"},"d"]}`,
@@ -39,7 +39,7 @@ func FuzzBodyScanner(f *testing.F) {
 	})
 }
 
-func FuzzPathModel(f *testing.F) {
+func FuzzModelFromPath(f *testing.F) {
 	for _, s := range []string{"/openai/deployments/gpt-4o/chat/completions?x=1", "/v1beta/models/gemini-pro:generateContent", "/vertex_ai/publishers/google/models/gemini", "/models/", "/openai/deployments//x", "?/models/a:b"} {
 		f.Add(s)
 	}
@@ -51,7 +51,7 @@ func FuzzPathModel(f *testing.F) {
 	})
 }
 
-func FuzzCredentialHeader(f *testing.F) {
+func FuzzCredential(f *testing.F) {
 	for _, s := range []string{"Bearer sk-abc", "Basic sk-abc", "bearer  sk-x ", "Token x", "", "Bearer "} {
 		f.Add(s, "/v1beta/models/m:generateContent?key=sk-q%2Bx")
 	}
