@@ -11,7 +11,34 @@
 // identity is passed upstream as headers and dynamic metadata.
 //
 // Fail closed: a store that cannot answer for an uncached key, or a
-// request whose deadline passed, never allows.
+// request whose deadline passed, never allows. Such a Check is not a policy
+// decision, so the gRPC face returns it as an error (codes.Unavailable or
+// codes.DeadlineExceeded) and Envoy applies its status_on_error (503). The
+// Decision carries a 503 "internal_server_error" for the HTTP face. Keys
+// already cached keep working while the store is down.
+//
+// Choices where LiteLLM's behaviour is loose:
+//   - "Authorization: Basic <v>" takes <v> as the key, unchanged (no base64
+//     decoding), as LiteLLM strips the prefix; the scheme is matched
+//     case-insensitively. Any other scheme is the "Malformed API Key" denial.
+//   - The expiry message prints times as Python's str() of an aware UTC
+//     datetime: "2025-05-14 10:30:00+00:00", with ".123000" microseconds
+//     when non-zero. Budget numbers print as Python's str(float): "10.0",
+//     "0.30000000000000004", "1e+16".
+//   - The model is read from a possibly truncated body (Envoy's
+//     allow_partial_message) by a scanner that only looks at top-level
+//     members. A "model" that is complete before the cut is checked; one cut
+//     off is not found, and then the model check is skipped, as for a
+//     request that names no model. Size Envoy's max_request_bytes so that
+//     real bodies arrive whole. A body that repeats "model" must have every
+//     occurrence allowed.
+//   - A key found through a rotated-out token in its grace period is allowed
+//     until the grace ends and is reported with the active key's hash. After
+//     that it is denied as unknown.
+//
+// Identity passed upstream on allow, as headers with a configurable prefix
+// (default "x-litellm-") and as dynamic metadata: key-hash (key_hash),
+// key-alias, user-id, team-id (when set) and model (when found).
 package authz
 
 import (

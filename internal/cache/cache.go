@@ -15,6 +15,11 @@
 // undone by the load's result. A spend-only change updates the cached spend
 // in place. Positive entries also expire after a safety TTL, which only
 // matters should a notification ever be lost.
+//
+// A key found through a rotated-out token (grace period) is cached under
+// the presented token's hash. A reverse index (active hash -> presented
+// slots) makes an invalidation of the active key drop it too, and such an
+// entry also lives at most the negative TTL.
 package cache
 
 import (
