@@ -11,8 +11,10 @@
 // Invalidation: Invalidate drops keys at once (our own writes), Attach
 // follows the store's change feed (writes made anywhere), and Purge drops
 // everything (the feed reconnected, so notifications may have been lost).
-// A generation counter makes sure an invalidation that races a load is never
-// undone by the load's result. A spend-only change updates the cached spend
+// Generation counters (one per stripe of the hash space, plus the Purge
+// epoch) make sure an invalidation that races a load is never undone by the
+// load's result, without events for some keys discarding the loads of
+// others. A spend-only change updates the cached spend
 // in place. Positive entries also expire after a safety TTL, which only
 // matters should a notification ever be lost.
 //
@@ -136,8 +138,9 @@ type Cache struct {
 	timeout  time.Duration
 	now      func() time.Time
 	log      *slog.Logger
-	gen      atomic.Uint64 // bumped by every invalidation
-	epoch    atomic.Uint64 // bumped by every Purge
+	gens     [genStripes]atomic.Uint64 // per hash stripe: bumped by invalidations of keys in it
+	invs     atomic.Uint64             // bumped by every Invalidate (guards grace-token loads)
+	epoch    atomic.Uint64             // bumped by every Purge
 	graceMu  sync.Mutex
 	graceIdx map[[32]byte]map[uint64]struct{} // active hash -> presented cache keys
 
@@ -219,6 +222,27 @@ func (c *Cache) Close() { c.rc.Close() }
 
 func slot(h *[32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 
+// genStripes is how many generation counters the keys are spread over: an
+// invalidation only discards loads in flight for keys of its own stripe,
+// so a stream of events for some keys cannot keep others from being cached.
+const genStripes = 64
+
+func (c *Cache) stripe(k uint64) *atomic.Uint64 { return &c.gens[k%genStripes] }
+
+// loadGen is what a load records before it queries the store.
+type loadGen struct{ stripe, invs, epoch uint64 }
+
+func (c *Cache) current(k uint64) loadGen {
+	return loadGen{c.stripe(k).Load(), c.invs.Load(), c.epoch.Load()}
+}
+
+// still reports whether nothing that concerns a load of slot k (graced:
+// through a rotated token, whose active key is only known after the load)
+// was invalidated since g.
+func (c *Cache) still(g loadGen, k uint64, graced bool) bool {
+	return c.stripe(k).Load() == g.stripe && c.epoch.Load() == g.epoch && (!graced || c.invs.Load() == g.invs)
+}
+
 // Get returns the entry for hash: (entry, nil) for a known key, (nil, nil)
 // for an unknown one, (nil, err) when the store could not answer (not
 // cached). A hit does not allocate.
@@ -238,7 +262,8 @@ func (c *Cache) Get(ctx context.Context, hash [32]byte) (*Entry, error) {
 func (c *Cache) load(ctx context.Context, hash [32]byte) (*Entry, error) {
 	hexHash := hex.EncodeToString(hash[:])
 	v, err, _ := c.sf.Do(hexHash, func() (any, error) {
-		gen, epoch := c.gen.Load(), c.epoch.Load()
+		gen := c.current(slot(&hash))
+		epoch := gen.epoch
 		// One caller's cancellation must not fail the others waiting on
 		// this load; the timeout bounds it for all of them.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
@@ -272,14 +297,15 @@ func (c *Cache) load(ctx context.Context, hash [32]byte) (*Entry, error) {
 	return e, nil
 }
 
-// set caches e unless an invalidation happened since the load began (gen),
-// re-checking after the Set so one racing the Set itself is not undone either.
-func (c *Cache) set(e *Entry, gen uint64) {
-	if c.gen.Load() != gen {
-		return
-	}
+// set caches e unless an invalidation that concerns it happened since the
+// load began (gen), re-checking after the Set so one racing the Set itself
+// is not undone either.
+func (c *Cache) set(e *Entry, gen loadGen) {
 	k := slot(&e.hash)
 	graced := e.Key != nil && e.Key.Token != e.Hash
+	if !c.still(gen, k, graced) {
+		return
+	}
 	if graced {
 		active, err := parseHash(e.Key.Token)
 		if err == nil {
@@ -294,7 +320,7 @@ func (c *Cache) set(e *Entry, gen uint64) {
 		}
 	}
 	c.rc.SetWithTTL(k, e, 1, e.until.Sub(c.now()))
-	if c.gen.Load() != gen {
+	if !c.still(gen, k, graced) {
 		c.rc.Del(k)
 	}
 }
@@ -366,26 +392,33 @@ func parseHash(s string) ([32]byte, error) {
 // Invalidate drops the keys with these hex hashes (and tokens rotated out
 // of them that are still in their grace period). Invalid hashes are ignored.
 func (c *Cache) Invalidate(hashes ...string) {
-	c.gen.Add(1)
+	c.invs.Add(1)
 	for _, s := range hashes {
 		h, err := parseHash(s)
 		if err != nil {
 			continue
 		}
-		c.rc.Del(slot(&h))
+		k := slot(&h)
+		c.stripe(k).Add(1)
+		c.rc.Del(k)
 		c.invalidations.Inc()
-		c.graceMu.Lock()
-		for k := range c.graceIdx[h] {
-			c.rc.Del(k)
-		}
-		delete(c.graceIdx, h)
-		c.graceMu.Unlock()
+		c.dropGraced(h)
 	}
+}
+
+// dropGraced drops the entries cached for tokens rotated out of active.
+func (c *Cache) dropGraced(active [32]byte) {
+	c.graceMu.Lock()
+	defer c.graceMu.Unlock()
+	for k := range c.graceIdx[active] {
+		c.stripe(k).Add(1)
+		c.rc.Del(k)
+	}
+	delete(c.graceIdx, active)
 }
 
 // Purge drops every cached key, positive and negative.
 func (c *Cache) Purge() {
-	c.gen.Add(1)
 	c.epoch.Add(1)
 	c.graceMu.Lock()
 	clear(c.graceIdx)
@@ -400,11 +433,13 @@ func (c *Cache) SetSpend(hash string, spend float64) {
 	if err != nil {
 		return
 	}
-	if e, ok := c.rc.Get(slot(&h)); ok && e.hash == h && !e.neg {
+	k := slot(&h)
+	c.dropGraced(h) // rare: reload those rather than track their spend
+	if e, ok := c.rc.Get(k); ok && e.hash == h && !e.neg && e.epoch == c.epoch.Load() && c.now().Before(e.until) {
 		e.spend.Store(math.Float64bits(spend))
 		return
 	}
-	c.gen.Add(1) // a load in flight may have read the old spend: don't cache it
+	c.stripe(k).Add(1) // a load in flight may have read the old spend: don't cache it
 }
 
 // Attach follows a change feed: EventChanged invalidates, EventSpend

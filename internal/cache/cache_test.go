@@ -376,3 +376,54 @@ func TestAttach(t *testing.T) {
 		t.Fatal("detach did not unsubscribe")
 	}
 }
+
+// TestGuardIsPerStripe: an invalidation of an unrelated key (another
+// generation stripe) does not stop a load in flight from being cached;
+// an invalidation of the active key stops a grace-token load.
+func TestGuardIsPerStripe(t *testing.T) {
+	stripeOf := func(raw string) byte { h := keys.Hash(raw); return h[0] % 64 } // slot is little-endian: low byte first
+	other := ""
+	for i := 0; other == ""; i++ {
+		if r := rawKey(i); stripeOf(r) != stripeOf("sk-s") {
+			other = r
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		presented string
+		act       func(c *cache.Cache)
+		wantCalls int64
+	}{
+		{"unrelated invalidation", "sk-s", func(c *cache.Cache) { c.Invalidate(keys.HashHex(other)) }, 1},
+		{"unrelated spend", "sk-s", func(c *cache.Cache) { c.SetSpend(keys.HashHex(other), 1) }, 1},
+		{"active key of a grace token", "sk-s-old", func(c *cache.Cache) { c.Invalidate(keys.HashHex("sk-s")) }, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &fakeLoader{gate: make(chan struct{})}
+			l.put(&keys.Key{Token: keys.HashHex("sk-s")})
+			l.mu.Lock()
+			l.keys[keys.HashHex("sk-s-old")] = &keys.Key{Token: keys.HashHex("sk-s"), GraceUntil: ptr(time.Now().Add(time.Hour))}
+			l.mu.Unlock()
+			c := newCache(t, l, newClock(), nil)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_, _ = c.Get(context.Background(), keys.Hash(tc.presented))
+			}()
+			for l.calls.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			tc.act(c)
+			l.gate <- struct{}{}
+			<-done
+			c.Wait()
+			close(l.gate)
+			if _, err := c.Get(context.Background(), keys.Hash(tc.presented)); err != nil {
+				t.Fatal(err)
+			}
+			if got := l.calls.Load(); got != tc.wantCalls {
+				t.Fatalf("store queries = %d, want %d", got, tc.wantCalls)
+			}
+		})
+	}
+}
