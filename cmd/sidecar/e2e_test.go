@@ -235,8 +235,25 @@ func TestTwoReplicasOnePostgres(t *testing.T) {
 	b := start(t, "--master-key", master, "--database-url", db)
 	cb := newChecker(t, b.grpc)
 
-	_, gen := admin(t, a.http, "/key/generate", map[string]any{"models": []string{"gpt-4o"}})
+	_, gen := admin(t, a.http, "/key/generate", map[string]any{"models": []string{"gpt-4o"}, "key_alias": "shared"})
 	key := gen["key"].(string)
+	// B's management API serves it at once (no cache between it and the database).
+	req, _ := http.NewRequest(http.MethodGet, b.http+"/key/info?key="+key, nil)
+	req.Header.Set("Authorization", "Bearer "+master)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info struct {
+		Info struct {
+			KeyAlias string `json:"key_alias"`
+		} `json:"info"`
+	}
+	json.NewDecoder(resp.Body).Decode(&info)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || info.Info.KeyAlias != "shared" {
+		t.Fatalf("B's /key/info for A's new key: %d %+v", resp.StatusCode, info)
+	}
 	// A key generated on A is served by B at once (a miss goes to the store).
 	if v := cb.check(t, key, "gpt-4o"); !v.allowed {
 		t.Fatalf("B denies A's new key: %s", v.body)
