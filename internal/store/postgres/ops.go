@@ -419,7 +419,7 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 	}
 	expires := ""
 	if s.cols.present["expires"] {
-		expires = ` AND (expires IS NULL OR expires > $1)`
+		expires = ` AND (expires IS NULL OR expires >= $1)` // expired means expires < now (spec section 4), as in the Check and the SQLite store
 	}
 	cmp := nowT.UTC()
 	n := 0

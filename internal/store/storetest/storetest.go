@@ -1201,6 +1201,8 @@ func (s *suite) testResetBudgets(t *testing.T) {
 		{"due, expires later", &keys.Key{BudgetDuration: ptr("30d"), BudgetResetAt: ptr(past), Expires: ptr(future)}, true},
 		{"not due", &keys.Key{BudgetDuration: ptr("1d"), BudgetResetAt: ptr(future)}, false},
 		{"expired", &keys.Key{BudgetDuration: ptr("1d"), BudgetResetAt: ptr(past), Expires: ptr(past)}, false},
+		// Expired means expires < now (spec section 4, as the Check decides).
+		{"expires exactly now", &keys.Key{BudgetDuration: ptr("1d"), BudgetResetAt: ptr(past), Expires: ptr(now)}, true},
 		{"no reset time", &keys.Key{BudgetDuration: ptr("1d")}, false},
 		{"no duration", &keys.Key{BudgetResetAt: ptr(past)}, false},
 		{"bad duration", &keys.Key{BudgetDuration: ptr("soon"), BudgetResetAt: ptr(past)}, false},
