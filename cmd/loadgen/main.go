@@ -40,6 +40,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/virtualkeys/sidecar/internal/authz"
 	"github.com/virtualkeys/sidecar/internal/cache"
@@ -54,7 +56,7 @@ type options struct {
 	addr, key, bodyFile, path, metrics string
 	concurrency, conns, n              int
 	duration                           time.Duration
-	serve                              bool
+	serve, decode                      bool
 	metricsAddr, master                string
 }
 
@@ -69,6 +71,7 @@ func main() {
 	flag.StringVar(&o.bodyFile, "body", "", "request body file (default: a chat-completions body for gpt-4o)")
 	flag.StringVar(&o.path, "path", "/v1/chat/completions", "request path")
 	flag.StringVar(&o.metrics, "metrics", "http://127.0.0.1:4000/metrics", "server /metrics URL for CPU per Check (empty: skip)")
+	flag.BoolVar(&o.decode, "decode", false, "marshal every request and unmarshal every response (default: send one pre-encoded request, classify responses by their top-level field)")
 	flag.BoolVar(&o.serve, "serve", false, "run a Check server on -addr instead of generating load")
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:4000", "with -serve: /metrics listen address")
 	flag.StringVar(&o.master, "master", "sk-loadgen-master", "with -serve: master key")
@@ -183,35 +186,132 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		RawBody: body,
 	}}}}
 	clients := make([]authv3.AuthorizationClient, max(1, o.conns))
+	conns := make([]*grpc.ClientConn, len(clients))
 	for i := range clients {
 		conn, err := grpc.NewClient(o.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
-		clients[i] = authv3.NewAuthorizationClient(conn)
+		conns[i], clients[i] = conn, authv3.NewAuthorizationClient(conn)
 	}
-	// Warm up: connect, and make the server cache the key.
-	if _, err := clients[0].Check(ctx, req); err != nil {
+	// Warm up with a typed call: connect, make the server cache the key,
+	// and check the key is allowed.
+	if resp, err := clients[0].Check(ctx, req); err != nil {
 		return fmt.Errorf("warm-up Check: %w", err)
+	} else if resp.GetOkResponse() == nil {
+		fmt.Fprintf(out, "note: the key is denied: %s\n", resp.GetDeniedResponse().GetBody())
 	}
-	time.Sleep(100 * time.Millisecond)
-	cpu0, cpuErr := serverCPU(ctx, o.metrics)
-	r := load(ctx, o, clients, req)
-	r.cpu = -1
-	if cpuErr == nil {
-		if cpu1, err := serverCPU(ctx, o.metrics); err == nil {
-			r.cpu = cpu1 - cpu0
+	if !o.decode {
+		raw, err := proto.Marshal(req)
+		if err != nil {
+			return err
 		}
+		r, cpuErr := measure(ctx, o, func() *result { return loadRaw(ctx, o, conns, raw) })
+		report(out, o, r, cpuErr)
+		return r.err()
 	}
+	r, cpuErr := measure(ctx, o, func() *result { return load(ctx, o, clients, req) })
 	report(out, o, r, cpuErr)
+	return r.err()
+}
+
+func (r *result) err() error {
 	if r.errs > 0 || r.allowed == 0 {
 		return fmt.Errorf("%d errors, %d allowed of %d", r.errs, r.allowed, r.n)
 	}
 	return nil
 }
 
+// measure runs one load and the server's CPU seconds spent during it.
+func measure(ctx context.Context, o options, run func() *result) (*result, error) {
+	time.Sleep(100 * time.Millisecond)
+	cpu0, cpuErr := serverCPU(ctx, o.metrics)
+	r := run()
+	r.cpu = -1
+	if cpuErr == nil {
+		if cpu1, err := serverCPU(ctx, o.metrics); err == nil {
+			r.cpu = cpu1 - cpu0
+		}
+	}
+	return r, cpuErr
+}
+
+// rawCodec sends pre-encoded request bytes and keeps response bytes as
+// they came, so the load generator spends its CPU on the calls rather than
+// on re-encoding one constant request and decoding every response. The
+// server's work is unchanged: it decodes and answers each Check in full.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *v.(*[]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	p := v.(*[]byte)
+	*p = append((*p)[:0], data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+const checkMethod = "/envoy.service.auth.v3.Authorization/Check"
+
+// verdict classifies an encoded CheckResponse by its top-level fields:
+// ok_response (3) allows, denied_response (2) denies.
+func verdict(b []byte) (allowed, ok bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false, false
+		}
+		b = b[n:]
+		switch num {
+		case 3:
+			return true, true
+		case 2:
+			return false, true
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return false, false
+		}
+		b = b[m:]
+	}
+	return false, false
+}
+
+// loadRaw is load over pre-encoded requests (see rawCodec).
+func loadRaw(ctx context.Context, o options, conns []*grpc.ClientConn, req []byte) *result {
+	return drive(ctx, o, func(i int) func() (allowed bool, err error) {
+		conn := conns[i%len(conns)]
+		in, out := req, make([]byte, 0, 1024)
+		codec := grpc.ForceCodec(rawCodec{})
+		return func() (bool, error) {
+			if err := conn.Invoke(ctx, checkMethod, &in, &out, codec); err != nil {
+				return false, err
+			}
+			allowed, ok := verdict(out)
+			if !ok {
+				return false, errors.New("unparseable CheckResponse")
+			}
+			return allowed, nil
+		}
+	})
+}
+
 func load(ctx context.Context, o options, clients []authv3.AuthorizationClient, req *authv3.CheckRequest) *result {
+	return drive(ctx, o, func(i int) func() (bool, error) {
+		cl := clients[i%len(clients)]
+		return func() (bool, error) {
+			resp, err := cl.Check(ctx, req)
+			if err != nil {
+				return false, err
+			}
+			return resp.GetOkResponse() != nil, nil
+		}
+	})
+}
+
+// drive runs o.concurrency closed-loop callers, each making calls with the
+// function newCaller(i) returns, and collects every call's latency.
+func drive(ctx context.Context, o options, newCaller func(i int) func() (allowed bool, err error)) *result {
 	// The run ends by a flag, not a context deadline, so calls in flight
 	// at the end complete instead of counting as errors.
 	var stopped atomic.Bool
@@ -232,14 +332,14 @@ func load(ctx context.Context, o options, clients []authv3.AuthorizationClient, 
 	for i := range ws {
 		w := &ws[i]
 		w.lat = make([]time.Duration, 0, 1<<16)
-		cl := clients[i%len(clients)]
+		call := newCaller(i)
 		wg.Go(func() {
 			for ctx.Err() == nil && !stopped.Load() {
 				if o.n > 0 && left.Add(-1) < 0 {
 					return
 				}
 				t0 := time.Now()
-				resp, err := cl.Check(ctx, req)
+				allowed, err := call()
 				d := time.Since(t0)
 				switch {
 				case err != nil:
@@ -250,7 +350,7 @@ func load(ctx context.Context, o options, clients []authv3.AuthorizationClient, 
 					if w.firstErr == nil {
 						w.firstErr = err
 					}
-				case resp.GetOkResponse() != nil:
+				case allowed:
 					w.allowed++
 				default:
 					w.denied++
