@@ -119,7 +119,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		fs.Int64Var(p, name, v, help+envHelp([]string{envName}))
 	}
 
-	var logLevel, cacheMax string
+	var logLevel string
+	var cacheMax int64
 	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
 	str(&c.DatabaseURL, "database-url", "", "postgres:// URL of the key database; empty = embedded store in the data dir", "DATABASE_URL")
 	str(&c.DataDir, "data-dir", "./data", "directory for the embedded store and the generated master key", "SIDECAR_DATA_DIR")
@@ -127,7 +128,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	str(&c.HTTPAddr, "http-addr", "127.0.0.1:4000", "management API, health and metrics listen address", "SIDECAR_HTTP_ADDR")
 	str(&logLevel, "log-level", "info", "debug, info, warn or error", "SIDECAR_LOG_LEVEL")
 	str(&c.LogFormat, "log-format", "json", "json or text", "SIDECAR_LOG_FORMAT")
-	str(&cacheMax, "cache-max-keys", "100000", "keys the Check keeps in memory", "SIDECAR_CACHE_MAX_KEYS")
+	integer(&cacheMax, "cache-max-keys", 100000, "keys the Check keeps in memory", "SIDECAR_CACHE_MAX_KEYS")
 	dur(&c.NegativeTTL, "negative-ttl", 5*time.Second, "how long an unknown key is remembered as unknown", "SIDECAR_NEGATIVE_TTL")
 	dur(&c.CacheTTL, "cache-ttl", 5*time.Minute, "safety TTL of a cached key (invalidation is by change feed; this bounds staleness if a notification is ever lost)", "SIDECAR_CACHE_TTL")
 	dur(&c.LookupTimeout, "lookup-timeout", 500*time.Millisecond, "bound on one store lookup made by the Check on a cache miss", "SIDECAR_LOOKUP_TIMEOUT")
@@ -162,10 +163,10 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format: %q is not json or text", c.LogFormat))
 	}
-	if n, err := strconv.Atoi(cacheMax); err != nil || n < 1 {
-		errs = append(errs, fmt.Errorf("--cache-max-keys: %q is not a positive integer", cacheMax))
+	if cacheMax < 1 || cacheMax > 1<<31 {
+		errs = append(errs, fmt.Errorf("--cache-max-keys: %d is not between 1 and 2^31", cacheMax))
 	} else {
-		c.CacheMaxKeys = n
+		c.CacheMaxKeys = int(cacheMax)
 	}
 	if c.DatabaseURL != "" {
 		if err := validateDatabaseURL(c.DatabaseURL); err != nil {

@@ -79,3 +79,37 @@ func TestAPIDocExamplesRun(t *testing.T) {
 		}
 	}
 }
+
+// Every flag, and every environment variable it falls back to, is in the
+// README's configuration table.
+func TestEveryFlagIsDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var usage bytes.Buffer
+	if _, err := parseConfig([]string{"-h"}, envOf(nil), &usage); err != errHelp {
+		t.Fatalf("-h: %v", err)
+	}
+	flags := 0
+	for _, line := range strings.Split(usage.String(), "\n") {
+		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "-"); ok {
+			name, _, _ = strings.Cut(name, " ")
+			flags++
+			if !bytes.Contains(readme, []byte("| `--"+name+"` |")) {
+				t.Errorf("flag --%s is not in the README's configuration table", name)
+			}
+		}
+		if _, envs, ok := strings.Cut(line, "[$"); ok {
+			envs, _, _ = strings.Cut(envs, "]")
+			for _, e := range strings.Split(envs, ", $") {
+				if !bytes.Contains(readme, []byte("`"+e+"`")) {
+					t.Errorf("environment variable %s is not in the README", e)
+				}
+			}
+		}
+	}
+	if flags < 20 {
+		t.Fatalf("found %d flags in the usage text; the parser or the usage changed", flags)
+	}
+}
