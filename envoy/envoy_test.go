@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	credinjv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/credential_injector/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	genericv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/http/injected_credentials/generic/v3"
@@ -23,12 +25,14 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/virtualkeys/sidecar/internal/authz"
 )
 
 // Every extension the configs use must be linked in so protojson can
 // resolve its @type; naming one type per package here does that.
 var _ = []proto.Message{
-	&hcmv3.HttpConnectionManager{}, &extauthzv3.ExtAuthz{}, &routerv3.Router{}, &credinjv3.CredentialInjector{},
+	&hcmv3.HttpConnectionManager{}, &headermutationv3.HeaderMutation{}, &extauthzv3.ExtAuthz{}, &routerv3.Router{}, &credinjv3.CredentialInjector{},
 	&genericv3.Generic{}, &upstreamhttpv3.HttpProtocolOptions{}, &tlsv3.UpstreamTlsContext{}, &tlsv3.Secret{},
 }
 
@@ -119,6 +123,7 @@ type parts struct {
 	hcm      *hcmv3.HttpConnectionManager
 	filters  []string
 	authz    *extauthzv3.ExtAuthz
+	strip    *headermutationv3.HeaderMutation
 	clusters map[string]*clusterv3.Cluster
 	route    *routev3.RouteAction
 }
@@ -137,8 +142,11 @@ func dig(t *testing.T, b *bootstrapv3.Bootstrap) parts {
 			t.Errorf("filter %s has no typed_config", f.GetName())
 			continue
 		}
-		if a, ok := mustNew(t, f.GetTypedConfig()).(*extauthzv3.ExtAuthz); ok {
-			p.authz = a
+		switch m := mustNew(t, f.GetTypedConfig()).(type) {
+		case *extauthzv3.ExtAuthz:
+			p.authz = m
+		case *headermutationv3.HeaderMutation:
+			p.strip = m
 		}
 	}
 	for _, c := range b.GetStaticResources().GetClusters() {
@@ -170,8 +178,23 @@ func TestConfigsAreValidEnvoyBootstraps(t *testing.T) {
 			}
 			p := dig(t, b)
 
-			if got := p.filters; len(got) != 3 || got[0] != "envoy.filters.http.ext_authz" || got[2] != "envoy.filters.http.router" {
-				t.Errorf("filters = %v: want ext_authz first (strips the virtual key), credential injection, router last", got)
+			want := []string{"envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.credential_injector", "envoy.filters.http.router"}
+			if !slices.Equal(p.filters, want) {
+				t.Errorf("filters = %v, want %v: client identity headers dropped, then ext_authz (strips the virtual key), credential injection, router last", p.filters, want)
+			}
+			// A client must not be able to pass its own identity headers
+			// upstream: the sidecar only sets those the key has.
+			removed := map[string]bool{}
+			for _, m := range p.strip.GetMutations().GetRequestMutations() {
+				removed[m.GetRemove()] = true
+			}
+			for _, h := range []string{"key-hash", "key-alias", "user-id", "team-id", "model"} {
+				if !removed[authz.DefaultIdentityPrefix+h] {
+					t.Errorf("header_mutation does not remove the client's %s%s", authz.DefaultIdentityPrefix, h)
+				}
+			}
+			if removed["x-litellm-api-key"] {
+				t.Error("header_mutation removes x-litellm-api-key, a credential header the sidecar must see")
 			}
 			a := p.authz
 			if a == nil {
