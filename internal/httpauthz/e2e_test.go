@@ -269,7 +269,7 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 			if got := hdr.Get("Authorization"); got != "Bearer "+providerKey {
 				t.Errorf("upstream Authorization = %q, want the provider key", got)
 			}
-			want := map[string]string{"X-Litellm-Key-Hash": keys.HashHex(good), "X-Litellm-Key-Alias": alias, "X-Litellm-User-Id": user, "X-Litellm-Team-Id": team}
+			want := map[string]string{"X-Litellm-Key-Hash": keys.HashHex(good), "X-Litellm-Key-Alias": alias, "X-Litellm-User-Id": user, "X-Litellm-Team-Id": team, "X-Litellm-Model": "gpt-4o"}
 			for k, v := range want {
 				if hdr.Get(k) != v {
 					t.Errorf("upstream %s = %q, want %q", k, hdr.Get(k), v)
@@ -277,6 +277,26 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 			}
 		})
 	}
+
+	// Identity headers are the sidecar's: a caller whose key has no alias,
+	// user or team cannot supply its own, nor overwrite the hash or model.
+	t.Run("client identity headers are not passed on", func(t *testing.T) {
+		bare := s.addKey(t, &keys.Key{})
+		forged := map[string]string{
+			"Authorization": "Bearer " + bare, "X-Litellm-Key-Hash": "forged", "X-Litellm-Key-Alias": "forged",
+			"X-Litellm-User-Id": "forged", "X-Litellm-Team-Id": "forged", "X-Litellm-Model": "forged",
+		}
+		if r := call(t, base, "POST", azure("gpt-4o"), forged); r.status != 200 {
+			t.Fatalf("got %d %s, want 200", r.status, r.body)
+		}
+		hdr, _, _ := s.rec.snapshot()
+		want := map[string]string{"X-Litellm-Key-Hash": keys.HashHex(bare), "X-Litellm-Key-Alias": "", "X-Litellm-User-Id": "", "X-Litellm-Team-Id": "", "X-Litellm-Model": "gpt-4o"}
+		for k, v := range want {
+			if got := hdr.Values(k); (v == "" && len(got) != 0) || (v != "" && (len(got) != 1 || got[0] != v)) {
+				t.Errorf("upstream %s = %q, want %q", k, got, v)
+			}
+		}
+	})
 
 	t.Run("block takes effect at once", func(t *testing.T) {
 		k := s.addKey(t, &keys.Key{})
