@@ -124,6 +124,7 @@ type parts struct {
 	filters  []string
 	authz    *extauthzv3.ExtAuthz
 	strip    *headermutationv3.HeaderMutation
+	injector *credinjv3.CredentialInjector
 	clusters map[string]*clusterv3.Cluster
 	route    *routev3.RouteAction
 }
@@ -147,6 +148,8 @@ func dig(t *testing.T, b *bootstrapv3.Bootstrap) parts {
 			p.authz = m
 		case *headermutationv3.HeaderMutation:
 			p.strip = m
+		case *credinjv3.CredentialInjector:
+			p.injector = m
 		}
 	}
 	for _, c := range b.GetStaticResources().GetClusters() {
@@ -212,6 +215,11 @@ func TestConfigsAreValidEnvoyBootstraps(t *testing.T) {
 			}
 			if p.route.GetTimeout() == nil || p.route.GetTimeout().AsDuration() != 0 {
 				t.Errorf("route timeout = %v, want 0s for long generations", p.route.GetTimeout())
+			}
+			ps := p.injector.GetCredential().GetTypedConfig()
+			src := unpack[*genericv3.Generic](t, ps).GetCredential().GetSdsConfig().GetPathConfigSource()
+			if src.GetWatchedDirectory().GetPath() == "" || !strings.HasPrefix(src.GetPath(), src.GetWatchedDirectory().GetPath()+"/") {
+				t.Errorf("provider key SDS %v: want a file inside its watched_directory (Kubernetes swaps Secret symlinks)", src)
 			}
 			if c := p.clusters["openai"]; c.GetTransportSocket() == nil {
 				t.Error("upstream LLM cluster is not TLS")
