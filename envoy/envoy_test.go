@@ -10,6 +10,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	credinjv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/credential_injector/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -195,6 +196,9 @@ func TestConfigsAreValidEnvoyBootstraps(t *testing.T) {
 				if !removed[authz.DefaultIdentityPrefix+h] {
 					t.Errorf("header_mutation does not remove the client's %s%s", authz.DefaultIdentityPrefix, h)
 				}
+			}
+			if p.hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() != corev3.HttpProtocolOptions_DROP_HEADER {
+				t.Error("headers with underscores are allowed: x_litellm_team_id would bypass the removal")
 			}
 			if removed["x-litellm-api-key"] {
 				t.Error("header_mutation removes x-litellm-api-key, a credential header the sidecar must see")
