@@ -228,6 +228,26 @@ func (a *Authorizer) Identity(d *Decision) [][2]string {
 	return out
 }
 
+// Unset returns the identity headers an allowed decision does not set, in
+// order: they must be removed from the request, or a caller could send, say,
+// x-litellm-team-id itself for a key that has no team, and the upstream
+// would trust it. (Istio builds its own filter chain, so this cannot be left
+// to proxy configuration.)
+func (a *Authorizer) Unset(d *Decision) []string {
+	set := a.Identity(d)
+	var out []string
+	for _, name := range []string{idKeyHash, idKeyAlias, idUserID, idTeamID, idModel} {
+		full, found := a.prefix+name, false
+		for _, kv := range set {
+			found = found || kv[0] == full
+		}
+		if !found {
+			out = append(out, full)
+		}
+	}
+	return out
+}
+
 // Decide runs the checks in LiteLLM's order.
 func (a *Authorizer) Decide(ctx context.Context, r *Request) Decision {
 	start := time.Now()

@@ -299,8 +299,20 @@ func checkResp(t *testing.T, e *env, resp *authv3.CheckResponse, w want) {
 		if resp.GetStatus().GetCode() != 0 || ok == nil {
 			t.Fatalf("want allow, got status %v denied %v", resp.GetStatus(), resp.GetDeniedResponse().GetBody())
 		}
-		if !slices.Equal(ok.HeadersToRemove, w.remove) || !slices.Equal(ok.QueryParametersToRemove, w.removeQ) {
-			t.Fatalf("remove = %q / query %q, want %q / %q", ok.HeadersToRemove, ok.QueryParametersToRemove, w.remove, w.removeQ)
+		// headers_to_remove is the credential, then every identity header
+		// the response does not set (so a client cannot supply its own).
+		set := map[string]bool{}
+		for _, h := range ok.GetHeaders() {
+			set[h.GetHeader().GetKey()] = true
+		}
+		wantRemove := slices.Clone(w.remove)
+		for _, h := range []string{"x-litellm-key-hash", "x-litellm-key-alias", "x-litellm-user-id", "x-litellm-team-id", "x-litellm-model"} {
+			if !set[h] {
+				wantRemove = append(wantRemove, h)
+			}
+		}
+		if !slices.Equal(ok.HeadersToRemove, wantRemove) || !slices.Equal(ok.QueryParametersToRemove, w.removeQ) {
+			t.Fatalf("remove = %q / query %q, want %q / %q", ok.HeadersToRemove, ok.QueryParametersToRemove, wantRemove, w.removeQ)
 		}
 		got := ""
 		for _, h := range ok.Headers {

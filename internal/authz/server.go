@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -184,7 +185,7 @@ func (s *Server) build(d *Decision) *authv3.CheckResponse {
 		Status: okStatus,
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 			Headers:                 headers,
-			HeadersToRemove:         d.RemoveHeaders,
+			HeadersToRemove:         append(slices.Clip(d.RemoveHeaders), s.a.Unset(d)...),
 			QueryParametersToRemove: d.RemoveQuery,
 		}},
 	}

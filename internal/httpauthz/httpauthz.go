@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,6 +46,7 @@ import (
 type Decider interface {
 	Decide(ctx context.Context, r *authz.Request) authz.Decision
 	Identity(d *authz.Decision) [][2]string
+	Unset(d *authz.Decision) []string
 }
 
 // DefaultPrefix is where the endpoint is mounted when Config.Prefix is empty.
@@ -156,8 +158,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for _, kv := range h.d.Identity(&d) {
 		hd.Set(kv[0], kv[1])
 	}
-	if len(d.RemoveHeaders) > 0 {
-		hd.Set(HeaderHeadersRemove, strings.Join(d.RemoveHeaders, ","))
+	// The credential, and any identity header this key does not set (a
+	// client must not supply its own).
+	if remove := append(slices.Clip(d.RemoveHeaders), h.d.Unset(&d)...); len(remove) > 0 {
+		hd.Set(HeaderHeadersRemove, strings.Join(remove, ","))
 	}
 	w.WriteHeader(http.StatusOK)
 	h.answers.WithLabelValues("200").Inc()

@@ -345,3 +345,5 @@ func FuzzOriginalURI(f *testing.F) {
 		}
 	})
 }
+
+func (f *fakeDecider) Unset(*authz.Decision) []string { return nil }
