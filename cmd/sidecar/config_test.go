@@ -124,10 +124,76 @@ func TestParseConfigHelp(t *testing.T) {
 	if !errors.Is(err, errHelp) {
 		t.Fatalf("err = %v, want errHelp", err)
 	}
-	for _, f := range []string{"-master-key", "-database-url", "$SIDECAR_MASTER_KEY, $LITELLM_MASTER_KEY", "-grpc-addr"} {
+	for _, f := range []string{"\n  --master-key string", "\n  --database-url string", "$SIDECAR_MASTER_KEY, $LITELLM_MASTER_KEY", "\n  --grpc-addr string", "\n  --trust-forwarded\n", "\n  --version\n"} {
 		if !strings.Contains(out.String(), f) {
-			t.Errorf("usage lacks %q", f)
+			t.Errorf("usage lacks %q:\n%s", f, out.String())
 		}
+	}
+}
+
+// --help and --version print to stdout (so `sidecar --help | less` works)
+// and exit 0; nothing goes to stderr.
+func TestHelpAndVersionGoToStdout(t *testing.T) {
+	for _, tc := range []struct {
+		arg, want string
+		err       error
+	}{
+		{"--help", "Usage: sidecar [flags]", errHelp},
+		{"-h", "Usage: sidecar [flags]", errHelp},
+		{"--version", "sidecar ", errVersion},
+	} {
+		t.Run(tc.arg, func(t *testing.T) {
+			var out, errw bytes.Buffer
+			err := run(t.Context(), []string{tc.arg}, envOf(nil), &out, &errw)
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("err = %v, want %v", err, tc.err)
+			}
+			if !strings.HasPrefix(out.String(), tc.want) {
+				t.Errorf("stdout = %q, want prefix %q", out.String(), tc.want)
+			}
+			if errw.Len() != 0 {
+				t.Errorf("stderr = %q, want nothing", errw.String())
+			}
+		})
+	}
+}
+
+// Boolean flags and environment variables take pydantic's spellings; any
+// other value is an error, never a silent false.
+func TestBooleans(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want bool
+		err  string
+	}{
+		{"default", nil, nil, false, ""},
+		{"env yes", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "yes"}, true, ""},
+		{"env On", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "On"}, true, ""},
+		{"env 1", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "1"}, true, ""},
+		{"env off", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "off"}, false, ""},
+		{"env typo", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "ture"}, false, "SIDECAR_TRUST_FORWARDED"},
+		{"flag alone", []string{"--trust-forwarded"}, nil, true, ""},
+		{"flag =y", []string{"--trust-forwarded=y"}, nil, true, ""},
+		{"flag =no overrides env", []string{"--trust-forwarded=no"}, map[string]string{"SIDECAR_TRUST_FORWARDED": "yes"}, false, ""},
+		{"flag typo", []string{"--trust-forwarded=maybe"}, nil, false, "trust-forwarded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(tc.args, envOf(tc.env), &bytes.Buffer{})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want one naming %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.TrustForwarded != tc.want {
+				t.Errorf("TrustForwarded = %v, want %v", c.TrustForwarded, tc.want)
+			}
+		})
 	}
 }
 

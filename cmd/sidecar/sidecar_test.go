@@ -251,7 +251,7 @@ func TestRunRejectsBadSetupWithOneMessage(t *testing.T) {
 			args := append([]string{"--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, tt.args...)
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			defer cancel()
-			err := run(ctx, args, envOf(nil), io.Discard)
+			err := run(ctx, args, envOf(nil), io.Discard, io.Discard)
 			if err == nil {
 				t.Fatal("run succeeded")
 			}
