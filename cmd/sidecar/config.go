@@ -67,6 +67,11 @@ type Config struct {
 	BudgetResetInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
 	ShutdownTimeout time.Duration
+	// WebhookURLs receive LiteLLM webhook events (key mutations, budget
+	// alerts); empty sends none.
+	WebhookURLs []string
+	// WebhookSecret signs webhook deliveries (HMAC-SHA256); empty = unsigned.
+	WebhookSecret string
 	// ShutdownDelay is how long the sidecar keeps serving while reporting
 	// not ready, before it starts draining (lets load balancers notice).
 	ShutdownDelay time.Duration
@@ -208,6 +213,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful drain", "SIDECAR_SHUTDOWN_TIMEOUT")
 	dur(&c.ShutdownDelay, "shutdown-delay", 0, "keep serving while not ready for this long before draining", "SIDECAR_SHUTDOWN_DELAY")
 
+	var webhookURLs string
+	str(&webhookURLs, "webhook-url", "", "comma-separated http(s) URLs that receive LiteLLM webhook events (key created/updated/regenerated/deleted/blocked/unblocked, budget alerts)", "SIDECAR_WEBHOOK_URL")
+	str(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret signing webhook deliveries (X-Sidecar-Signature); empty = unsigned", "SIDECAR_WEBHOOK_SECRET")
 	var version bool
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 
@@ -227,6 +235,16 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 
 	errs := envErrs
+	for _, u := range strings.Split(webhookURLs, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			errs = append(errs, fmt.Errorf("--webhook-url: %q is not an http(s) URL", u))
+			continue
+		}
+		c.WebhookURLs = append(c.WebhookURLs, u)
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %q is not debug, info, warn or error", logLevel))
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
 				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
 				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second}
-			if *c != want {
+			if !reflect.DeepEqual(*c, want) {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
 		}},
@@ -57,6 +58,11 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 					t.Errorf("flags not preferred: %+v", *c)
 				}
 			}},
+		{"webhook URLs", []string{"--webhook-url", " http://a.example/h , https://b.example/x ", "--webhook-secret", "s"}, nil, func(t *testing.T, c *Config) {
+			if want := []string{"http://a.example/h", "https://b.example/x"}; !reflect.DeepEqual(c.WebhookURLs, want) || c.WebhookSecret != "s" {
+				t.Errorf("WebhookURLs %q secret %q", c.WebhookURLs, c.WebhookSecret)
+			}
+		}},
 		{"postgresql scheme", []string{"--database-url", "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"}, nil, func(t *testing.T, c *Config) {
 			if c.DatabaseURL == "" {
 				t.Error("DatabaseURL empty")
@@ -97,6 +103,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad header", []string{"--key-header", "x key"}, nil, []string{`--key-header: "x key"`}},
 		{"tiny body cap", []string{"--max-body-bytes", "10"}, nil, []string{"--max-body-bytes"}},
 		{"bad cache size", []string{"--cache-max-keys", "0"}, nil, []string{"--cache-max-keys"}},
+		{"bad webhook URL", []string{"--webhook-url", "http://ok.example,ftp://no.example"}, nil, []string{`--webhook-url: "ftp://no.example"`}},
+		{"bad env boolean", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "sure"}, []string{"SIDECAR_TRUST_FORWARDED"}},
 		{"all errors at once", []string{"--log-level", "x", "--log-format", "y", "--grpc-addr", "z"}, nil,
 			[]string{"--log-level", "--log-format", "--grpc-addr"}},
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
 	"github.com/virtualkeys/sidecar/internal/store"
+	"github.com/virtualkeys/sidecar/internal/webhook"
 )
 
 // parts are the capabilities built on the store: the Check (gRPC and HTTP
@@ -61,7 +62,18 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		closeAll()
 		return nil, err
 	}
+	// Webhook events (key mutations now; budget alerts share the sender)
+	// go out asynchronously; the sender drains on shutdown.
+	hooks, err := webhook.New(webhook.Config{
+		URLs: cfg.WebhookURLs, Secret: cfg.WebhookSecret,
+		Registerer: reg, Logger: log.With("component", "webhook"),
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	api, err := mgmt.New(mgmt.Config{
+		Events: hooks,
 		Store: st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes,
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
@@ -87,7 +99,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:  []func(context.Context) error{resets.Run},
+		jobs:  []func(context.Context) error{resets.Run, hooks.Run},
 		close: closeAll,
 	}, nil
 }

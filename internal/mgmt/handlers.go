@@ -37,6 +37,17 @@ func changedBy(r *http.Request, c *caller) string {
 // failed append is logged, not reported to the caller (LiteLLM writes audit
 // rows in the background too).
 func (a *API) audit(ctx context.Context, r *http.Request, c *caller, action, hash string, before, after map[string]any) {
+	// The mutation is committed: tell the webhook receivers (asynchronous,
+	// never blocking or failing this call), whatever becomes of the audit row.
+	if a.events != nil {
+		row := after
+		if len(row) == 0 {
+			row = before
+		}
+		if ev, ok := keyEvent(action, hash, row); ok {
+			a.events.Send(ev)
+		}
+	}
 	err := a.st.AppendAudit(ctx, &keys.Audit{
 		ChangedBy:       changedBy(r, c),
 		ChangedByAPIKey: c.hash,

@@ -81,6 +81,9 @@ type Config struct {
 	Invalidate func(hashes ...string)
 	// MaxBodyBytes caps request bodies (413 beyond). 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Events receives a webhook event for every committed key mutation
+	// (generate, update, regenerate, delete, block, unblock). nil sends none.
+	Events EventSink
 	// Now is the clock. nil means time.Now.
 	Now func() time.Time
 }
@@ -91,6 +94,7 @@ type API struct {
 	masterHash [32]byte
 	log        *slog.Logger
 	invalidate func(hashes ...string)
+	events     EventSink
 	maxBody    int64
 	now        func() time.Time
 	mux        *http.ServeMux
@@ -119,6 +123,7 @@ func New(cfg Config) (*API, error) {
 		masterHash: sha256.Sum256([]byte(cfg.MasterKey)),
 		log:        cfg.Logger,
 		invalidate: cfg.Invalidate,
+		events:     cfg.Events,
 		maxBody:    cfg.MaxBodyBytes,
 		now:        cfg.Now,
 	}
