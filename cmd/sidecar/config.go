@@ -67,6 +67,11 @@ type Config struct {
 	BudgetResetInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
 	ShutdownTimeout time.Duration
+	// DecisionLog is off, deny (every denial and fail-closed decision) or
+	// all (those plus DecisionLogSample of the allows).
+	DecisionLog string
+	// DecisionLogSample is the fraction of allows logged with DecisionLog all.
+	DecisionLogSample float64
 	// WebhookURLs receive LiteLLM webhook events (key mutations, budget
 	// alerts); empty sends none.
 	WebhookURLs []string
@@ -213,6 +218,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful drain", "SIDECAR_SHUTDOWN_TIMEOUT")
 	dur(&c.ShutdownDelay, "shutdown-delay", 0, "keep serving while not ready for this long before draining", "SIDECAR_SHUTDOWN_DELAY")
 
+	str(&c.DecisionLog, "decision-log", "off", "per-request decision log: off, deny (every denial) or all (denials plus --decision-log-sample of the allows)", "SIDECAR_DECISION_LOG")
+	sample := "0.01"
+	str(&sample, "decision-log-sample", "0.01", "fraction of allowed requests logged with --decision-log all (0 to 1)", "SIDECAR_DECISION_LOG_SAMPLE")
 	var webhookURLs string
 	str(&webhookURLs, "webhook-url", "", "comma-separated http(s) URLs that receive LiteLLM webhook events (key created/updated/regenerated/deleted/blocked/unblocked, budget alerts)", "SIDECAR_WEBHOOK_URL")
 	str(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret signing webhook deliveries (X-Sidecar-Signature); empty = unsigned", "SIDECAR_WEBHOOK_SECRET")
@@ -235,6 +243,16 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 
 	errs := envErrs
+	switch c.DecisionLog {
+	case "off", "deny", "all":
+	default:
+		errs = append(errs, fmt.Errorf("--decision-log: %q is not off, deny or all", c.DecisionLog))
+	}
+	if f, err := strconv.ParseFloat(sample, 64); err != nil || !(f >= 0 && f <= 1) {
+		errs = append(errs, fmt.Errorf("--decision-log-sample: %q is not a number from 0 to 1", sample))
+	} else {
+		c.DecisionLogSample = f
+	}
 	for _, u := range strings.Split(webhookURLs, ",") {
 		if u = strings.TrimSpace(u); u == "" {
 			continue

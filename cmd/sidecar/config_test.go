@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,7 +26,8 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 		{"defaults", nil, nil, func(t *testing.T, c *Config) {
 			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
 				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
-				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second}
+				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second,
+				DecisionLog: "off", DecisionLogSample: 0.01}
 			if !reflect.DeepEqual(*c, want) {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
@@ -103,6 +105,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad header", []string{"--key-header", "x key"}, nil, []string{`--key-header: "x key"`}},
 		{"tiny body cap", []string{"--max-body-bytes", "10"}, nil, []string{"--max-body-bytes"}},
 		{"bad cache size", []string{"--cache-max-keys", "0"}, nil, []string{"--cache-max-keys"}},
+		{"bad decision log", []string{"--decision-log", "verbose"}, nil, []string{`--decision-log: "verbose"`}},
+		{"bad decision sample", []string{"--decision-log-sample", "2"}, nil, []string{"--decision-log-sample"}},
 		{"bad webhook URL", []string{"--webhook-url", "http://ok.example,ftp://no.example"}, nil, []string{`--webhook-url: "ftp://no.example"`}},
 		{"bad env boolean", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "sure"}, []string{"SIDECAR_TRUST_FORWARDED"}},
 		{"all errors at once", []string{"--log-level", "x", "--log-format", "y", "--grpc-addr", "z"}, nil,
@@ -279,5 +283,16 @@ func TestEnsureDataDir(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// JSON logs render durations readably ("1.5ms"), not as nanoseconds.
+func TestLogDurationsAreReadable(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var b bytes.Buffer
+		newLogger(&Config{LogFormat: format}, &b).Info("x", slog.Duration("duration", 1500*time.Microsecond))
+		if !strings.Contains(b.String(), "1.5ms") || strings.Contains(b.String(), "1500000") {
+			t.Errorf("%s: %s", format, b.String())
+		}
 	}
 }

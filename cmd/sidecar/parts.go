@@ -49,6 +49,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		Cache: kc, MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
+		DecisionLog: decisionLog(cfg, log),
 	})
 	if err != nil {
 		closeAll()
@@ -74,7 +75,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	}
 	api, err := mgmt.New(mgmt.Config{
 		Events: hooks,
-		Store: st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes,
+		Store:  st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes,
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
 		Invalidate: kc.Invalidate,
@@ -102,4 +103,15 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		jobs:  []func(context.Context) error{resets.Run, hooks.Run},
 		close: closeAll,
 	}, nil
+}
+
+// decisionLog turns --decision-log into the Authorizer's setting.
+func decisionLog(cfg *Config, log *slog.Logger) authz.DecisionLog {
+	switch cfg.DecisionLog {
+	case "deny":
+		return authz.DecisionLog{Logger: log.With("component", "decisions")}
+	case "all":
+		return authz.DecisionLog{Logger: log.With("component", "decisions"), AllowSample: cfg.DecisionLogSample}
+	}
+	return authz.DecisionLog{}
 }
