@@ -67,6 +67,8 @@ type Config struct {
 	BudgetResetInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
 	ShutdownTimeout time.Duration
+	// GRPCMetrics turns on grpc-go's standard Prometheus server metrics.
+	GRPCMetrics bool
 	// DecisionLog is off, deny (every denial and fail-closed decision) or
 	// all (those plus DecisionLogSample of the allows).
 	DecisionLog string
@@ -218,6 +220,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful drain", "SIDECAR_SHUTDOWN_TIMEOUT")
 	dur(&c.ShutdownDelay, "shutdown-delay", 0, "keep serving while not ready for this long before draining", "SIDECAR_SHUTDOWN_DELAY")
 
+	boolean(&c.GRPCMetrics, "grpc-metrics", true, "grpc-go's standard Prometheus server metrics (grpc_server_*) on /metrics", "SIDECAR_GRPC_METRICS")
 	str(&c.DecisionLog, "decision-log", "off", "per-request decision log: off, deny (every denial) or all (denials plus --decision-log-sample of the allows)", "SIDECAR_DECISION_LOG")
 	sample := "0.01"
 	str(&sample, "decision-log-sample", "0.01", "fraction of allowed requests logged with --decision-log all (0 to 1)", "SIDECAR_DECISION_LOG_SAMPLE")
