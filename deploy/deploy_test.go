@@ -113,6 +113,8 @@ func (o *objects) decode(doc []byte) error {
 		v := &policyv1.PodDisruptionBudget{}
 		o.pdbs = append(o.pdbs, v)
 		return strict(v)
+	case "kustomize.config.k8s.io/v1beta1/Kustomization":
+		return nil // checked by TestKustomization
 	case "networking.istio.io/v1/ServiceEntry":
 		v := &networkingv1.ServiceEntry{}
 		o.entries = append(o.entries, v)
@@ -280,22 +282,7 @@ func TestIstioManifests(t *testing.T) {
 	k := decodeAll(t, "kubernetes") // the Istio deployment reuses the settings and secrets
 	o.secrets, o.configMaps = k.secrets, k.configMaps
 
-	cm, err := os.ReadFile("istio/mesh-config.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var meshCM corev1.ConfigMap
-	if err := yaml.UnmarshalStrict(cm, &meshCM); err != nil {
-		t.Fatal(err)
-	}
-	j, err := yaml.YAMLToJSON([]byte(meshCM.Data["mesh"]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mesh := &meshv1alpha1.MeshConfig{}
-	if err := protojson.Unmarshal(j, mesh); err != nil {
-		t.Fatalf("mesh config: %v", err)
-	}
+	mesh := meshSnippets(t)
 	if len(mesh.ExtensionProviders) != 1 {
 		t.Fatalf("want one extension provider, got %d", len(mesh.ExtensionProviders))
 	}
@@ -331,7 +318,189 @@ func TestIstioManifests(t *testing.T) {
 		t.Error("AuthorizationPolicy does not select the Deployment's pods")
 	}
 	pod := d.Spec.Template.Spec
-	checkSidecarContainer(t, o, pod, container(t, pod, "virtual-keys"))
+	sc := container(t, pod, "virtual-keys")
+	if sc.RestartPolicy == nil || *sc.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Error("the sidecar should be a native sidecar (init container, restartPolicy Always), so the app gets no traffic before it is up")
+	}
+	if !strings.Contains(d.Spec.Template.Annotations["proxy.istio.io/config"], `"holdApplicationUntilProxyStarts": true`) {
+		t.Error("the app should wait for istio-proxy (holdApplicationUntilProxyStarts)")
+	}
+	checkSidecarContainer(t, o, pod, sc)
+}
+
+// meshSnippets decodes the three forms of the mesh config the repo ships
+// (a snippet to merge, IstioOperator, Helm values) and requires them to
+// agree; none is a whole istio ConfigMap, which would replace the mesh's.
+func meshSnippets(t *testing.T) *meshv1alpha1.MeshConfig {
+	t.Helper()
+	var out *meshv1alpha1.MeshConfig
+	for _, f := range []struct {
+		file string
+		path []string // where meshConfig sits in the document
+	}{
+		{"istio/mesh/extension-provider.yaml", nil},
+		{"istio/mesh/istio-operator.yaml", []string{"spec", "meshConfig"}},
+		{"istio/mesh/helm-values.yaml", []string{"meshConfig"}},
+	} {
+		b, err := os.ReadFile(f.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := yaml.Unmarshal(b, &doc); err != nil {
+			t.Fatalf("%s: %v", f.file, err)
+		}
+		if k, _ := doc["kind"].(string); k == "ConfigMap" {
+			t.Fatalf("%s is a whole ConfigMap: applying it would replace the mesh config", f.file)
+		}
+		var node any = doc
+		for _, p := range f.path {
+			m, _ := node.(map[string]any)
+			node = m[p]
+		}
+		j, err := json.Marshal(node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mesh := &meshv1alpha1.MeshConfig{}
+		if err := protojson.Unmarshal(j, mesh); err != nil {
+			t.Fatalf("%s: mesh config: %v", f.file, err)
+		}
+		if out != nil && !proto.Equal(out, mesh) {
+			t.Errorf("%s disagrees with istio/mesh/extension-provider.yaml", f.file)
+		}
+		if out == nil {
+			out = mesh
+		}
+	}
+	return out
+}
+
+// kubectl apply -k applies what kustomization.yaml lists: the namespace
+// first, every manifest of the directory, and no placeholder Secret.
+func TestKustomization(t *testing.T) {
+	b, err := os.ReadFile("kubernetes/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		APIVersion string   `json:"apiVersion"`
+		Kind       string   `json:"kind"`
+		Resources  []string `json:"resources"`
+	}
+	if err := yaml.UnmarshalStrict(b, &k); err != nil {
+		t.Fatal(err)
+	}
+	if k.Kind != "Kustomization" || len(k.Resources) == 0 || k.Resources[0] != "namespace.yaml" {
+		t.Fatalf("kustomization %+v: want a Kustomization applying namespace.yaml first", k)
+	}
+	listed := map[string]bool{}
+	for _, r := range k.Resources {
+		if _, err := os.Stat(filepath.Join("kubernetes", r)); err != nil {
+			t.Errorf("resource %s: %v", r, err)
+		}
+		if strings.Contains(r, "secret") {
+			t.Errorf("resource %s: placeholder Secrets must not be applied by default", r)
+		}
+		listed[r] = true
+	}
+	files, _ := filepath.Glob("kubernetes/*.yaml")
+	for _, f := range files {
+		base := filepath.Base(f)
+		if base == "kustomization.yaml" || strings.HasSuffix(base, ".example.yaml") {
+			continue
+		}
+		if !listed[base] {
+			t.Errorf("%s is not in kustomization.yaml (name it *.example.yaml if it must not be applied)", base)
+		}
+	}
+}
+
+// A Service must target numeric ports: a named port of a native sidecar
+// container resolves only from Kubernetes 1.32, and the README says 1.29+.
+func TestServiceTargetsNumericPorts(t *testing.T) {
+	o := decodeAll(t, "kubernetes")
+	pod := o.deployments["llm-gateway"].Spec.Template.Spec
+	ports := map[int32]bool{}
+	for _, c := range append(append([]corev1.Container{}, pod.InitContainers...), pod.Containers...) {
+		for _, p := range c.Ports {
+			ports[p.ContainerPort] = true
+		}
+	}
+	for _, svc := range o.services {
+		for _, p := range svc.Spec.Ports {
+			if p.TargetPort.Type != 0 { // intstr.Int
+				t.Errorf("Service %s port %s targets the named port %q", svc.Name, p.Name, p.TargetPort.StrVal)
+			} else if !ports[p.TargetPort.IntVal] {
+				t.Errorf("Service %s port %s targets %d, which no container exposes", svc.Name, p.Name, p.TargetPort.IntVal)
+			}
+		}
+	}
+}
+
+// The image and the manifests agree: the user the image runs as is the one
+// the pods run as, and the data dir the image names exists in the image,
+// owned by that user, and is the volume the manifests mount.
+func TestDockerfileAndManifestsAgree(t *testing.T) {
+	b, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(b)
+	user := regexp.MustCompile(`(?m)^USER (\d+):(\d+)\s*$`).FindStringSubmatch(df)
+	if user == nil {
+		t.Fatal("Dockerfile: want a numeric USER uid:gid (runAsNonRoot can only verify a numeric user)")
+	}
+	dataDir := regexp.MustCompile(`SIDECAR_DATA_DIR=(\S+)`).FindStringSubmatch(df)
+	if dataDir == nil {
+		t.Fatal("Dockerfile sets no SIDECAR_DATA_DIR")
+	}
+	if !regexp.MustCompile(`COPY --from=build --chown=` + user[1] + `:` + user[2] + ` \S+ ` + regexp.QuoteMeta(dataDir[1]) + `\s`).MatchString(df) {
+		t.Errorf("Dockerfile does not create %s owned by %s:%s (distroless has no writable %s otherwise)", dataDir[1], user[1], user[2], dataDir[1])
+	}
+	k := decodeAll(t, "kubernetes")
+	if got := k.configMaps["virtual-keys-settings"].Data["SIDECAR_DATA_DIR"]; got != dataDir[1] {
+		t.Errorf("ConfigMap SIDECAR_DATA_DIR %q, Dockerfile %q", got, dataDir[1])
+	}
+	for _, dir := range []string{"kubernetes", "istio"} {
+		o := decodeAll(t, dir)
+		pod := o.deployments["llm-gateway"].Spec.Template.Spec
+		if sc := pod.SecurityContext; sc == nil || sc.RunAsUser == nil || fmt.Sprint(*sc.RunAsUser) != user[1] ||
+			sc.RunAsGroup == nil || fmt.Sprint(*sc.RunAsGroup) != user[2] || sc.FSGroup == nil || fmt.Sprint(*sc.FSGroup) != user[2] {
+			t.Errorf("%s: pod security context %+v: want runAsUser %s, runAsGroup and fsGroup %s as the image", dir, sc, user[1], user[2])
+		}
+		mounted := false
+		for _, m := range container(t, pod, "virtual-keys").VolumeMounts {
+			mounted = mounted || m.MountPath == dataDir[1]
+		}
+		if !mounted {
+			t.Errorf("%s: the sidecar does not mount a volume at the data dir %s", dir, dataDir[1])
+		}
+	}
+}
+
+// .ci/run installs nginx and caddy without starting them and ends only the
+// processes its tests start: stopping processes by name would end other
+// people's nginx on a shared machine.
+func TestCIStopsNothingByName(t *testing.T) {
+	b, err := os.ReadFile("../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		for _, bad := range []string{"pkill", "killall", "systemctl stop"} {
+			if strings.Contains(l, bad) {
+				t.Errorf(".ci/run: %q stops processes by name", l)
+			}
+		}
+	}
+	if !bytes.Contains(b, []byte("policy-rc.d")) {
+		t.Error(".ci/run installs packages without a policy-rc.d, so Debian starts their services")
+	}
 }
 
 func TestBrokenManifestsAreRejected(t *testing.T) {
@@ -356,7 +525,7 @@ func TestDockerfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "distroless/static", "USER nonroot", "./cmd/sidecar"} {
+	for _, want := range []string{"CGO_ENABLED=0", "distroless/static", "USER 65532:65532", "./cmd/sidecar"} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}

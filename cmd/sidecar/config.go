@@ -9,9 +9,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/virtualkeys/sidecar/internal/pybool"
 )
 
 // Config is the sidecar's whole configuration. Each field's comment says
@@ -63,6 +67,18 @@ type Config struct {
 	BudgetResetInterval time.Duration
 	// ShutdownTimeout bounds the graceful drain on SIGTERM.
 	ShutdownTimeout time.Duration
+	// GRPCMetrics turns on grpc-go's standard Prometheus server metrics.
+	GRPCMetrics bool
+	// DecisionLog is off, deny (every denial and fail-closed decision) or
+	// all (those plus DecisionLogSample of the allows).
+	DecisionLog string
+	// DecisionLogSample is the fraction of allows logged with DecisionLog all.
+	DecisionLogSample float64
+	// WebhookURLs receive LiteLLM webhook events (key mutations, budget
+	// alerts); empty sends none.
+	WebhookURLs []string
+	// WebhookSecret signs webhook deliveries (HMAC-SHA256); empty = unsigned.
+	WebhookSecret string
 	// ShutdownDelay is how long the sidecar keeps serving while reporting
 	// not ready, before it starts draining (lets load balancers notice).
 	ShutdownDelay time.Duration
@@ -70,6 +86,53 @@ type Config struct {
 
 // errHelp is returned when -h/--help was asked for; usage was printed.
 var errHelp = flag.ErrHelp
+
+// errVersion is returned when --version was asked for; it was printed.
+var errVersion = errors.New("version printed")
+
+// printUsage writes the flags as the README spells them: --name, the
+// environment variables, and the default.
+func printUsage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, "Usage: sidecar [flags]\n\nFlags (each falls back to the environment variable named, then to the default):\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		name, _ := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); !(ok && bf.IsBoolFlag()) {
+			if name == "" {
+				name = "value"
+			}
+			line += " " + name
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(f.Usage, "\n", "\n    \t"))
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+}
+
+// versionString is the module version and VCS revision the binary was
+// built from (as recorded by the Go toolchain), and the Go version.
+func versionString() string {
+	version, commit, dirty := "(devel)", "unknown", false
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+	}
+	if dirty {
+		commit += "-dirty"
+	}
+	return fmt.Sprintf("sidecar %s (commit %s, %s)", version, commit, runtime.Version())
+}
 
 // parseConfig reads flags, falling back to environment variables, then to
 // defaults, and validates everything at once.
@@ -106,6 +169,21 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		}
 		fs.DurationVar(p, name, v, help+envHelp([]string{envName}))
 	}
+	// boolean flags and their environment variables take pydantic's
+	// spellings (true/false, 1/0, yes/no, on/off, t/f, y/n, any case);
+	// anything else is an error, never a silent false.
+	boolean := func(p *bool, name string, def bool, help string, envName string) {
+		*p = def
+		if s := getenv(envName); s != "" {
+			b, err := pybool.Parse(s)
+			if err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%s: %q: %w", envName, s, err))
+			} else {
+				*p = b
+			}
+		}
+		fs.Var((*boolValue)(p), name, help+envHelp([]string{envName}))
+	}
 	integer := func(p *int64, name string, def int64, help string, envName string) {
 		v := def
 		if s := getenv(envName); s != "" {
@@ -137,26 +215,57 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	str(&c.IdentityHeaderPrefix, "identity-header-prefix", "x-litellm-", "prefix of the identity headers set upstream on allow", "SIDECAR_IDENTITY_HEADER_PREFIX")
 	str(&c.AccessGroupsFile, "access-groups-file", "", `JSON file of model access groups {"group": ["model", ...]}`, "SIDECAR_ACCESS_GROUPS_FILE")
 	integer(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "cap on management request bodies and on the request body the Check reads", "SIDECAR_MAX_BODY_BYTES")
-	trust := env("SIDECAR_TRUST_FORWARDED") == "true" || env("SIDECAR_TRUST_FORWARDED") == "1"
-	fs.BoolVar(&c.TrustForwarded, "trust-forwarded", trust, "HTTP authz mode: take the original method/URI from X-Forwarded-*/X-Original-* (enable only behind a local proxy)"+envHelp([]string{"SIDECAR_TRUST_FORWARDED"}))
+	boolean(&c.TrustForwarded, "trust-forwarded", false, "HTTP authz mode: take the original method/URI from X-Forwarded-*/X-Original-* (enable only behind a local proxy)", "SIDECAR_TRUST_FORWARDED")
 	dur(&c.BudgetResetInterval, "budget-reset-interval", time.Minute, "how often keys past budget_reset_at are reset", "SIDECAR_BUDGET_RESET_INTERVAL")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful drain", "SIDECAR_SHUTDOWN_TIMEOUT")
 	dur(&c.ShutdownDelay, "shutdown-delay", 0, "keep serving while not ready for this long before draining", "SIDECAR_SHUTDOWN_DELAY")
 
+	boolean(&c.GRPCMetrics, "grpc-metrics", true, "grpc-go's standard Prometheus server metrics (grpc_server_*) on /metrics", "SIDECAR_GRPC_METRICS")
+	str(&c.DecisionLog, "decision-log", "off", "per-request decision log: off, deny (every denial) or all (denials plus --decision-log-sample of the allows)", "SIDECAR_DECISION_LOG")
+	sample := "0.01"
+	str(&sample, "decision-log-sample", "0.01", "fraction of allowed requests logged with --decision-log all (0 to 1)", "SIDECAR_DECISION_LOG_SAMPLE")
+	var webhookURLs string
+	str(&webhookURLs, "webhook-url", "", "comma-separated http(s) URLs that receive LiteLLM webhook events (key created/updated/regenerated/deleted/blocked/unblocked, budget alerts)", "SIDECAR_WEBHOOK_URL")
+	str(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret signing webhook deliveries (X-Sidecar-Signature); empty = unsigned", "SIDECAR_WEBHOOK_SECRET")
+	var version bool
+	fs.BoolVar(&version, "version", false, "print the version and exit")
+
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(usage, "Usage: sidecar [flags]\n\nFlags (each falls back to the environment variable named):")
-			fs.SetOutput(usage)
-			fs.PrintDefaults()
+			printUsage(usage, fs)
 			return nil, errHelp
 		}
 		return nil, fmt.Errorf("%w (see --help)", err)
+	}
+	if version {
+		fmt.Fprintln(usage, versionString())
+		return nil, errVersion
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 
 	errs := envErrs
+	switch c.DecisionLog {
+	case "off", "deny", "all":
+	default:
+		errs = append(errs, fmt.Errorf("--decision-log: %q is not off, deny or all", c.DecisionLog))
+	}
+	if f, err := strconv.ParseFloat(sample, 64); err != nil || !(f >= 0 && f <= 1) {
+		errs = append(errs, fmt.Errorf("--decision-log-sample: %q is not a number from 0 to 1", sample))
+	} else {
+		c.DecisionLogSample = f
+	}
+	for _, u := range strings.Split(webhookURLs, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			errs = append(errs, fmt.Errorf("--webhook-url: %q is not an http(s) URL", u))
+			continue
+		}
+		c.WebhookURLs = append(c.WebhookURLs, u)
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		errs = append(errs, fmt.Errorf("--log-level: %q is not debug, info, warn or error", logLevel))
 	}
@@ -220,6 +329,27 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 	return c, nil
 }
+
+// boolValue is a bool flag with pydantic's spellings; "--name" alone means true.
+type boolValue bool
+
+func (b *boolValue) String() string {
+	if b == nil {
+		return "false"
+	}
+	return strconv.FormatBool(bool(*b))
+}
+
+func (b *boolValue) Set(s string) error {
+	v, err := pybool.Parse(s)
+	if err != nil {
+		return err
+	}
+	*b = boolValue(v)
+	return nil
+}
+
+func (b *boolValue) IsBoolFlag() bool { return true }
 
 func envHelp(envs []string) string {
 	if len(envs) == 0 {

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +26,9 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 		{"defaults", nil, nil, func(t *testing.T, c *Config) {
 			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
 				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
-				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second}
-			if *c != want {
+				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second,
+				DecisionLog: "off", DecisionLogSample: 0.01, GRPCMetrics: true}
+			if !reflect.DeepEqual(*c, want) {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
 		}},
@@ -57,6 +60,11 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 					t.Errorf("flags not preferred: %+v", *c)
 				}
 			}},
+		{"webhook URLs", []string{"--webhook-url", " http://a.example/h , https://b.example/x ", "--webhook-secret", "s"}, nil, func(t *testing.T, c *Config) {
+			if want := []string{"http://a.example/h", "https://b.example/x"}; !reflect.DeepEqual(c.WebhookURLs, want) || c.WebhookSecret != "s" {
+				t.Errorf("WebhookURLs %q secret %q", c.WebhookURLs, c.WebhookSecret)
+			}
+		}},
 		{"postgresql scheme", []string{"--database-url", "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"}, nil, func(t *testing.T, c *Config) {
 			if c.DatabaseURL == "" {
 				t.Error("DatabaseURL empty")
@@ -97,6 +105,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad header", []string{"--key-header", "x key"}, nil, []string{`--key-header: "x key"`}},
 		{"tiny body cap", []string{"--max-body-bytes", "10"}, nil, []string{"--max-body-bytes"}},
 		{"bad cache size", []string{"--cache-max-keys", "0"}, nil, []string{"--cache-max-keys"}},
+		{"bad decision log", []string{"--decision-log", "verbose"}, nil, []string{`--decision-log: "verbose"`}},
+		{"bad decision sample", []string{"--decision-log-sample", "2"}, nil, []string{"--decision-log-sample"}},
+		{"bad webhook URL", []string{"--webhook-url", "http://ok.example,ftp://no.example"}, nil, []string{`--webhook-url: "ftp://no.example"`}},
+		{"bad env boolean", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "sure"}, []string{"SIDECAR_TRUST_FORWARDED"}},
 		{"all errors at once", []string{"--log-level", "x", "--log-format", "y", "--grpc-addr", "z"}, nil,
 			[]string{"--log-level", "--log-format", "--grpc-addr"}},
 	}
@@ -124,10 +136,76 @@ func TestParseConfigHelp(t *testing.T) {
 	if !errors.Is(err, errHelp) {
 		t.Fatalf("err = %v, want errHelp", err)
 	}
-	for _, f := range []string{"-master-key", "-database-url", "$SIDECAR_MASTER_KEY, $LITELLM_MASTER_KEY", "-grpc-addr"} {
+	for _, f := range []string{"\n  --master-key string", "\n  --database-url string", "$SIDECAR_MASTER_KEY, $LITELLM_MASTER_KEY", "\n  --grpc-addr string", "\n  --trust-forwarded\n", "\n  --version\n"} {
 		if !strings.Contains(out.String(), f) {
-			t.Errorf("usage lacks %q", f)
+			t.Errorf("usage lacks %q:\n%s", f, out.String())
 		}
+	}
+}
+
+// --help and --version print to stdout (so `sidecar --help | less` works)
+// and exit 0; nothing goes to stderr.
+func TestHelpAndVersionGoToStdout(t *testing.T) {
+	for _, tc := range []struct {
+		arg, want string
+		err       error
+	}{
+		{"--help", "Usage: sidecar [flags]", errHelp},
+		{"-h", "Usage: sidecar [flags]", errHelp},
+		{"--version", "sidecar ", errVersion},
+	} {
+		t.Run(tc.arg, func(t *testing.T) {
+			var out, errw bytes.Buffer
+			err := run(t.Context(), []string{tc.arg}, envOf(nil), &out, &errw)
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("err = %v, want %v", err, tc.err)
+			}
+			if !strings.HasPrefix(out.String(), tc.want) {
+				t.Errorf("stdout = %q, want prefix %q", out.String(), tc.want)
+			}
+			if errw.Len() != 0 {
+				t.Errorf("stderr = %q, want nothing", errw.String())
+			}
+		})
+	}
+}
+
+// Boolean flags and environment variables take pydantic's spellings; any
+// other value is an error, never a silent false.
+func TestBooleans(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want bool
+		err  string
+	}{
+		{"default", nil, nil, false, ""},
+		{"env yes", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "yes"}, true, ""},
+		{"env On", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "On"}, true, ""},
+		{"env 1", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "1"}, true, ""},
+		{"env off", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "off"}, false, ""},
+		{"env typo", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "ture"}, false, "SIDECAR_TRUST_FORWARDED"},
+		{"flag alone", []string{"--trust-forwarded"}, nil, true, ""},
+		{"flag =y", []string{"--trust-forwarded=y"}, nil, true, ""},
+		{"flag =no overrides env", []string{"--trust-forwarded=no"}, map[string]string{"SIDECAR_TRUST_FORWARDED": "yes"}, false, ""},
+		{"flag typo", []string{"--trust-forwarded=maybe"}, nil, false, "trust-forwarded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := parseConfig(tc.args, envOf(tc.env), &bytes.Buffer{})
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want one naming %s", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.TrustForwarded != tc.want {
+				t.Errorf("TrustForwarded = %v, want %v", c.TrustForwarded, tc.want)
+			}
+		})
 	}
 }
 
@@ -205,5 +283,16 @@ func TestEnsureDataDir(t *testing.T) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// JSON logs render durations readably ("1.5ms"), not as nanoseconds.
+func TestLogDurationsAreReadable(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var b bytes.Buffer
+		newLogger(&Config{LogFormat: format}, &b).Info("x", slog.Duration("duration", 1500*time.Microsecond))
+		if !strings.Contains(b.String(), "1.5ms") || strings.Contains(b.String(), "1500000") {
+			t.Errorf("%s: %s", format, b.String())
+		}
 	}
 }

@@ -93,7 +93,7 @@ func TestEveryFlagIsDocumented(t *testing.T) {
 	}
 	flags := 0
 	for _, line := range strings.Split(usage.String(), "\n") {
-		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "-"); ok {
+		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "--"); ok {
 			name, _, _ = strings.Cut(name, " ")
 			flags++
 			if !bytes.Contains(readme, []byte("| `--"+name+"` |")) {

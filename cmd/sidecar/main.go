@@ -23,8 +23,8 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
-		if errors.Is(err, errHelp) {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, errHelp) || errors.Is(err, errVersion) {
 			os.Exit(0)
 		}
 		fmt.Fprintf(os.Stderr, "sidecar: %v\n", err)
@@ -32,9 +32,10 @@ func main() {
 	}
 }
 
-// run is the whole program, callable from tests.
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	cfg, err := parseConfig(args, getenv, stderr)
+// run is the whole program, callable from tests. --help and --version
+// print to stdout; logs go to stderr.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stdout)
 	if err != nil {
 		return err
 	}

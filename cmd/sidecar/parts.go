@@ -15,6 +15,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
 	"github.com/virtualkeys/sidecar/internal/store"
+	"github.com/virtualkeys/sidecar/internal/webhook"
 )
 
 // parts are the capabilities built on the store: the Check (gRPC and HTTP
@@ -48,6 +49,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		Cache: kc, MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
+		DecisionLog: decisionLog(cfg, log),
 	})
 	if err != nil {
 		closeAll()
@@ -61,8 +63,19 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		closeAll()
 		return nil, err
 	}
+	// Webhook events (key mutations now; budget alerts share the sender)
+	// go out asynchronously; the sender drains on shutdown.
+	hooks, err := webhook.New(webhook.Config{
+		URLs: cfg.WebhookURLs, Secret: cfg.WebhookSecret,
+		Registerer: reg, Logger: log.With("component", "webhook"),
+	})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
 	api, err := mgmt.New(mgmt.Config{
-		Store: st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes,
+		Events: hooks,
+		Store:  st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes,
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
 		Invalidate: kc.Invalidate,
@@ -87,7 +100,18 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:  []func(context.Context) error{resets.Run},
+		jobs:  []func(context.Context) error{resets.Run, hooks.Run},
 		close: closeAll,
 	}, nil
+}
+
+// decisionLog turns --decision-log into the Authorizer's setting.
+func decisionLog(cfg *Config, log *slog.Logger) authz.DecisionLog {
+	switch cfg.DecisionLog {
+	case "deny":
+		return authz.DecisionLog{Logger: log.With("component", "decisions")}
+	case "all":
+		return authz.DecisionLog{Logger: log.With("component", "decisions"), AllowSample: cfg.DecisionLogSample}
+	}
+	return authz.DecisionLog{}
 }

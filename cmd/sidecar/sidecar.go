@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -86,10 +87,22 @@ func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar,
 	s.closeParts = parts.close
 
 	s.health = health.NewServer()
-	s.grpc = grpc.NewServer(parts.grpcOptions...)
+	opts := parts.grpcOptions
+	var gm *grpcprom.ServerMetrics
+	if cfg.GRPCMetrics {
+		m, mo, err := grpcMetrics(s.reg)
+		if err != nil {
+			return nil, fmt.Errorf("grpc metrics: %w", err)
+		}
+		gm, opts = m, append(opts, mo...)
+	}
+	s.grpc = grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	parts.registerGRPC(s.grpc)
+	if gm != nil {
+		gm.InitializeMetrics(s.grpc)
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -251,7 +264,13 @@ func listen(addr string) (net.Listener, error) {
 }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	// Durations print as Go durations ("1.2ms"), not integer nanoseconds.
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			a.Value = slog.StringValue(a.Value.Duration().String())
+		}
+		return a
+	}}
 	if cfg.LogFormat == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}

@@ -155,6 +155,17 @@ func TestSidecarServesOnEachStore(t *testing.T) {
 					t.Errorf("grpc health %q = %v", svc, s)
 				}
 			}
+			// grpc-go's standard server metrics: the two health checks just
+			// made, and the Check's series present from the start.
+			_, body = get(t, r.http+"/metrics")
+			for _, want := range []string{
+				`grpc_server_handled_total{grpc_code="OK",grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary"} 2`,
+				`grpc_server_started_total{grpc_method="Check",grpc_service="envoy.service.auth.v3.Authorization",grpc_type="unary"} 0`,
+			} {
+				if !strings.Contains(body, want) {
+					t.Errorf("/metrics lacks %s", want)
+				}
+			}
 		})
 	}
 }
@@ -251,7 +262,7 @@ func TestRunRejectsBadSetupWithOneMessage(t *testing.T) {
 			args := append([]string{"--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, tt.args...)
 			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 			defer cancel()
-			err := run(ctx, args, envOf(nil), io.Discard)
+			err := run(ctx, args, envOf(nil), io.Discard, io.Discard)
 			if err == nil {
 				t.Fatal("run succeeded")
 			}

@@ -90,6 +90,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger receives internal errors (never on the hot path). nil discards.
 	Logger *slog.Logger
+	// DecisionLog is the opt-in per-request decision log (off when its
+	// Logger is nil).
+	DecisionLog DecisionLog
 }
 
 // Reason names a decision, for metrics and logs.
@@ -151,6 +154,8 @@ type Authorizer struct {
 	prefix      string
 	now         func() time.Time
 	log         *slog.Logger
+	dlog        *slog.Logger
+	dlogSample  float64
 
 	decisions [numReasons]prometheus.Counter
 	latency   prometheus.Histogram
@@ -172,6 +177,7 @@ func New(cfg Config) (*Authorizer, error) {
 		cache: cfg.Cache, master: sha256.Sum256([]byte(cfg.MasterKey)), groups: cfg.AccessGroups,
 		keyHeader: strings.ToLower(cfg.KeyHeader), modelHeader: strings.ToLower(cfg.ModelHeader),
 		prefix: strings.ToLower(cfg.IdentityHeaderPrefix), now: cfg.Now, log: cfg.Logger,
+		dlog: cfg.DecisionLog.Logger, dlogSample: cfg.DecisionLog.AllowSample,
 	}
 	if a.prefix == "" {
 		a.prefix = DefaultIdentityPrefix
@@ -253,7 +259,11 @@ func (a *Authorizer) Decide(ctx context.Context, r *Request) Decision {
 	start := time.Now()
 	d := a.decide(ctx, r)
 	a.decisions[d.Reason].Inc()
-	a.latency.Observe(time.Since(start).Seconds())
+	took := time.Since(start)
+	a.latency.Observe(took.Seconds())
+	if a.dlog != nil {
+		a.logDecision(ctx, r, &d, took)
+	}
 	return d
 }
 

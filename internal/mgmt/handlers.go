@@ -14,6 +14,7 @@ import (
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/pybool"
 	"github.com/virtualkeys/sidecar/internal/store"
 )
 
@@ -36,6 +37,17 @@ func changedBy(r *http.Request, c *caller) string {
 // failed append is logged, not reported to the caller (LiteLLM writes audit
 // rows in the background too).
 func (a *API) audit(ctx context.Context, r *http.Request, c *caller, action, hash string, before, after map[string]any) {
+	// The mutation is committed: tell the webhook receivers (asynchronous,
+	// never blocking or failing this call), whatever becomes of the audit row.
+	if a.events != nil {
+		row := after
+		if len(row) == 0 {
+			row = before
+		}
+		if ev, ok := keyEvent(action, hash, row); ok {
+			a.events.Send(ev)
+		}
+	}
 	err := a.st.AppendAudit(ctx, &keys.Audit{
 		ChangedBy:       changedBy(r, c),
 		ChangedByAPIKey: c.hash,
@@ -321,9 +333,9 @@ func (a *API) list(r *http.Request, _ *caller) (any, error) {
 		if s == "" {
 			return false, nil
 		}
-		b, err := strconv.ParseBool(s)
+		b, err := pybool.Parse(s)
 		if err != nil {
-			return false, invalid(name, name+": Input should be a valid boolean")
+			return false, invalid(name, name+": Input should be a valid boolean, unable to interpret input")
 		}
 		return b, nil
 	}
@@ -427,17 +439,24 @@ func (a *API) setBlocked(r *http.Request, c *caller, blocked bool) (any, error) 
 }
 
 func (a *API) regenerate(r *http.Request, c *caller) (any, error) {
-	pathKey := r.PathValue("key")
-	f, err := decodeKeyFields(r, pathKey != "")
+	// LiteLLM takes the key from the body, else the query (the generated
+	// OpenAPI and Ruby clients send it there, with an optional body), else
+	// the path; the body itself is optional.
+	f, err := decodeKeyFields(r, true)
 	if err != nil {
 		return nil, err
 	}
-	ref := pathKey
-	if ref == "" {
-		if !f.Key.ok() || f.Key.V == "" {
-			return nil, invalid("key", "key: Field required")
-		}
+	ref := ""
+	switch {
+	case f.Key.ok() && f.Key.V != "":
 		ref = f.Key.V
+	case r.URL.Query().Get("key") != "":
+		ref = r.URL.Query().Get("key")
+	default:
+		ref = r.PathValue("key")
+	}
+	if ref == "" {
+		return nil, badRequest("key", "No key passed in.")
 	}
 	p, err := validate(f)
 	if err != nil {

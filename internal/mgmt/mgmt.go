@@ -81,6 +81,9 @@ type Config struct {
 	Invalidate func(hashes ...string)
 	// MaxBodyBytes caps request bodies (413 beyond). 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Events receives a webhook event for every committed key mutation
+	// (generate, update, regenerate, delete, block, unblock). nil sends none.
+	Events EventSink
 	// Now is the clock. nil means time.Now.
 	Now func() time.Time
 }
@@ -91,6 +94,7 @@ type API struct {
 	masterHash [32]byte
 	log        *slog.Logger
 	invalidate func(hashes ...string)
+	events     EventSink
 	maxBody    int64
 	now        func() time.Time
 	mux        *http.ServeMux
@@ -119,6 +123,7 @@ func New(cfg Config) (*API, error) {
 		masterHash: sha256.Sum256([]byte(cfg.MasterKey)),
 		log:        cfg.Logger,
 		invalidate: cfg.Invalidate,
+		events:     cfg.Events,
 		maxBody:    cfg.MaxBodyBytes,
 		now:        cfg.Now,
 	}
@@ -162,6 +167,7 @@ func New(cfg Config) (*API, error) {
 		e := apierr.New(http.StatusNotFound, apierr.TypeNotFound, "", "Route not found: "+r.Method+" "+r.URL.Path)
 		a.requests.WithLabelValues("unknown", strconv.Itoa(e.Status)).Inc()
 		e.Write(w)
+		a.logRequest(r, e.Status, 0, nil)
 	}))
 	return a, nil
 }
@@ -211,13 +217,39 @@ func (a *API) routes() []route {
 func (a *API) serve(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		status := a.serveRoute(w, r, rt)
+		var c *caller
+		status := a.serveRoute(w, r, rt, &c)
+		took := time.Since(start)
 		a.requests.WithLabelValues(rt.path, strconv.Itoa(status)).Inc()
-		a.latency.WithLabelValues(rt.path).Observe(time.Since(start).Seconds())
+		a.latency.WithLabelValues(rt.path).Observe(took.Seconds())
+		a.logRequest(r, status, took, c)
 	})
 }
 
-func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route) (status int) {
+// logRequest writes one info line per management request (warn for a 5xx):
+// who called (admin or the caller key's hash prefix; never a raw key), what,
+// and the answer. A rejected credential shows as caller "unauthenticated".
+func (a *API) logRequest(r *http.Request, status int, took time.Duration, c *caller) {
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelWarn
+	}
+	if !a.log.Enabled(r.Context(), level) {
+		return
+	}
+	who := "unauthenticated"
+	switch {
+	case c != nil && c.admin && c.key == nil:
+		who = "master_key"
+	case c != nil:
+		who = keys.Redact(c.hash)
+	}
+	a.log.LogAttrs(r.Context(), level, "management request",
+		slog.String("method", r.Method), slog.String("path", redactPath(r)), slog.Int("status", status),
+		slog.Duration("duration", took), slog.String("caller", who), slog.String("remote", r.RemoteAddr))
+}
+
+func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route, cp **caller) (status int) {
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -242,6 +274,7 @@ func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route) (stat
 		if err != nil {
 			return a.writeErr(w, r, err)
 		}
+		*cp = c
 		if !c.admin && rt.access != virtualOK {
 			return a.writeErr(w, r, errAdminOnly(rt.method+" "+r.URL.Path))
 		}
@@ -300,13 +333,21 @@ func (a *API) toAPIErr(r *http.Request, err error) *apierr.Error {
 	return apierr.New(http.StatusInternalServerError, apierr.TypeInternal, "", "Internal server error")
 }
 
-// redactPath renders the request path without a raw key in it
-// (/key/{key}/regenerate carries one).
+// redactPath renders the request path without a raw key in it: any
+// segment that looks like one (/key/{key}/regenerate carries one, and so
+// may a mistyped path) is replaced by its redacted form.
 func redactPath(r *http.Request) string {
-	if k := r.PathValue("key"); k != "" {
-		return "/key/" + keys.Redact(k) + "/regenerate"
+	p := r.URL.Path
+	if !strings.Contains(p, keys.Prefix) {
+		return p
 	}
-	return r.URL.Path
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if strings.HasPrefix(s, keys.Prefix) {
+			segs[i] = keys.Redact(s)
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 func conflictErr(ce *keys.ConflictError) *apierr.Error {

@@ -146,6 +146,23 @@ func TestOpenAPI(t *testing.T) {
 		}
 	}
 
+	// operationIds are LiteLLM's (FastAPI's <function>_<path>_<method>), so
+	// generated clients get LiteLLM's method names; unique.
+	ids := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			id, _ := op["operationId"].(string)
+			suffix := strings.NewReplacer("/", "_", "{", "", "}", "", ".", "_").Replace(path) + "_" + method
+			if !strings.HasSuffix(id, suffix) || len(id) <= len(suffix) {
+				t.Errorf("%s %s: operationId %q, want LiteLLM's <function>%s", method, path, id, suffix)
+			}
+			if ids[id] {
+				t.Errorf("operationId %q is used twice", id)
+			}
+			ids[id] = true
+		}
+	}
+
 	c := &schemaChecker{schemas: doc.Components.Schemas}
 	schemaOf := func(method, path, status string) map[string]any {
 		op := doc.Paths[path][strings.ToLower(method)]

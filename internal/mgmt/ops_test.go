@@ -245,6 +245,21 @@ func TestList(t *testing.T) {
 				}
 			})
 		}
+		t.Run("query booleans take pydantic's spellings", func(t *testing.T) {
+			e := e.T(t)
+			for _, v := range []string{"true", "True", "yes", "YES", "on", "t", "y", "1"} {
+				out := e.admin("GET", "/key/list?size=1&return_full_object="+v, "", 200)
+				if _, full := out["keys"].([]any)[0].(map[string]any); !full {
+					t.Errorf("return_full_object=%s: keys are not full objects", v)
+				}
+			}
+			for _, v := range []string{"false", "No", "off", "f", "n", "0"} {
+				out := e.admin("GET", "/key/list?size=1&return_full_object="+v, "", 200)
+				if _, hash := out["keys"].([]any)[0].(string); !hash {
+					t.Errorf("return_full_object=%s: keys are not hashes", v)
+				}
+			}
+		})
 		t.Run("full objects", func(t *testing.T) {
 			e := e.T(t)
 			out := e.admin("GET", "/key/list?return_full_object=true&size=2", "", 200)
@@ -276,6 +291,7 @@ func TestList(t *testing.T) {
 			{errCase{"malformed query", "", 422, "validation_error", "query", "query"}, "?sort_by=token;drop"},
 			{errCase{"bad sort_order", "", 400, "bad_request_error", "sort_order", "sort_order"}, "?sort_order=sideways"},
 			{errCase{"bad return_full_object", "", 422, "validation_error", "return_full_object", "return_full_object"}, "?return_full_object=maybe"},
+			{errCase{"bad include_team_keys", "", 422, "validation_error", "include_team_keys", "valid boolean"}, "?include_team_keys=yess"},
 		} {
 			t.Run(tc.name, func(t *testing.T) { e.T(t).checkErr(tc.errCase, "GET", "/key/list"+tc.query) })
 		}
@@ -368,6 +384,20 @@ func TestRegenerate(t *testing.T) {
 			check(t, e, mid, keys.HashHex(mid), out, 2)
 			e.admin("POST", "/key/delete", `{"key_aliases":["rot"]}`, 200)
 		})
+		t.Run("query key, no body (generated OpenAPI and Ruby clients)", func(t *testing.T) {
+			e := e.T(t)
+			oldRaw, oldHash, _ := e.generate(body)
+			out := e.admin("POST", "/key/regenerate?key="+oldRaw, ``, 200)
+			check(t, e, oldRaw, oldHash, out, 1)
+			e.admin("POST", "/key/delete", `{"key_aliases":["rot"]}`, 200)
+		})
+		t.Run("body key wins over query key", func(t *testing.T) {
+			e := e.T(t)
+			oldRaw, oldHash, _ := e.generate(body)
+			out := e.admin("POST", "/key/regenerate?key="+keys.Generate(), `{"key":"`+oldRaw+`"}`, 200)
+			check(t, e, oldRaw, oldHash, out, 1)
+			e.admin("POST", "/key/delete", `{"key_aliases":["rot"]}`, 200)
+		})
 		t.Run("custom new_key", func(t *testing.T) {
 			e := e.T(t)
 			oldRaw, oldHash, _ := e.generate(body)
@@ -402,8 +432,10 @@ func TestRegenerate(t *testing.T) {
 		}{
 			{errCase{"missing", `{"key":"` + keys.Generate() + `"}`, 404, "not_found_error", "key", "Key not found"}, "/key/regenerate"},
 			{errCase{"missing path", ``, 404, "not_found_error", "key", "Key not found"}, "/key/" + keys.Generate() + "/regenerate"},
-			{errCase{"no key", `{}`, 422, "validation_error", "key", "key"}, "/key/regenerate"},
-			{errCase{"no body", ``, 422, "validation_error", "body", "body"}, "/key/regenerate"},
+			{errCase{"no key", `{}`, 400, "bad_request_error", "key", "No key passed in."}, "/key/regenerate"},
+			{errCase{"no body", ``, 400, "bad_request_error", "key", "No key passed in."}, "/key/regenerate"},
+			{errCase{"empty query key", ``, 400, "bad_request_error", "key", "No key passed in."}, "/key/regenerate?key="},
+			{errCase{"missing query key", ``, 404, "not_found_error", "key", "Key not found"}, "/key/regenerate?key=" + keys.Generate()},
 			{errCase{"new_key without sk-", `{"key":"` + h + `","new_key":"abc"}`, 400, "bad_request_error", "new_key", "sk-"}, "/key/regenerate"},
 			{errCase{"new_key is the same key", `{"new_key":"sk-same"}`, 400, "bad_request_error", "new_key", "Key already exists"}, "/key/" + "sk-same" + "/regenerate"},
 			{errCase{"bad grace_period", `{"key":"` + h + `","grace_period":"soon"}`, 400, "bad_request_error", "grace_period", "grace_period"}, "/key/regenerate"},
