@@ -55,17 +55,17 @@ func (a API) String() string {
 // Raw usage fields as providers name them. Each response shape sets some;
 // normalize turns them into Usage.
 const (
-	fPrompt      = iota // prompt_tokens, promptTokenCount, prompt_token_count: cache included
-	fInput              // input_tokens, inputTokens, inputTokenCount: cache included unless cache keys below
-	fCachedIncl         // *_tokens_details.cached_tokens, cachedContentTokenCount: part of the prompt
-	fCacheRead          // cache_read_input_tokens, cacheReadInputTokens: in addition to input_tokens
-	fCacheWrite         // cache_creation_input_tokens, cacheWriteInputTokens: in addition to input_tokens
-	fCacheWrite1h       // cache_creation.ephemeral_1h_input_tokens
-	fCacheWriteIncl     // prompt_tokens_details.cache_creation_tokens: part of the prompt
-	fOutput             // completion_tokens, output_tokens, outputTokens, generation_token_count
-	fCandidates         // Gemini candidatesTokenCount (thoughts excluded)
-	fThoughts           // Gemini thoughtsTokenCount
-	fReasoning          // *_tokens_details.reasoning_tokens: part of the output
+	fPrompt         = iota // prompt_tokens, promptTokenCount, prompt_token_count: cache included
+	fInput                 // input_tokens, inputTokens, inputTokenCount: cache included unless cache keys below
+	fCachedIncl            // *_tokens_details.cached_tokens, cachedContentTokenCount: part of the prompt
+	fCacheRead             // cache_read_input_tokens, cacheReadInputTokens: in addition to input_tokens
+	fCacheWrite            // cache_creation_input_tokens, cacheWriteInputTokens: in addition to input_tokens
+	fCacheWrite1h          // cache_creation.ephemeral_1h_input_tokens
+	fCacheWriteIncl        // prompt_tokens_details.cache_creation_tokens: part of the prompt
+	fOutput                // completion_tokens, output_tokens, outputTokens, generation_token_count
+	fCandidates            // Gemini candidatesTokenCount (thoughts excluded)
+	fThoughts              // Gemini thoughtsTokenCount
+	fReasoning             // *_tokens_details.reasoning_tokens: part of the output
 	fAudioIn
 	fAudioOut
 	nFields
