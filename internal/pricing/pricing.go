@@ -31,15 +31,15 @@ import (
 
 // The rates an entry may carry, by LiteLLM key.
 const (
-	rIn          = iota // input_cost_per_token
-	rOut                // output_cost_per_token
-	rCacheRead          // cache_read_input_token_cost
-	rCacheWrite         // cache_creation_input_token_cost
-	rCacheWrite1h       // cache_creation_input_token_cost_above_1hr
-	rReasoning          // output_cost_per_reasoning_token
-	rAudioIn            // input_cost_per_audio_token
-	rAudioOut           // output_cost_per_audio_token
-	rOutImage           // output_cost_per_image_token
+	rIn           = iota // input_cost_per_token
+	rOut                 // output_cost_per_token
+	rCacheRead           // cache_read_input_token_cost
+	rCacheWrite          // cache_creation_input_token_cost
+	rCacheWrite1h        // cache_creation_input_token_cost_above_1hr
+	rReasoning           // output_cost_per_reasoning_token
+	rAudioIn             // input_cost_per_audio_token
+	rAudioOut            // output_cost_per_audio_token
+	rOutImage            // output_cost_per_image_token
 	nRates
 )
 
