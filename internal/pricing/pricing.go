@@ -370,7 +370,11 @@ func (t *Table) find(name string, deployments bool) *entry {
 			}
 		}
 	}
-	n = stripBedrock(n)
+	n = stripBedrockPrefix(n)
+	if e := try(n); e != nil {
+		return e
+	}
+	n = stripBedrockVersion(n)
 	if e := try(n); e != nil {
 		return e
 	}
@@ -387,19 +391,22 @@ func (t *Table) find(name string, deployments bool) *entry {
 	return nil
 }
 
-// stripBedrock turns "us.anthropic.claude-sonnet-4-5-20250929-v1:0" into
-// "claude-sonnet-4-5-20250929": cross-region prefix, vendor, version.
-func stripBedrock(n string) string {
+// stripBedrockPrefix turns "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+// into "claude-sonnet-4-5-20250929-v1:0": cross-region prefix and vendor.
+func stripBedrockPrefix(n string) string {
 	for _, p := range []string{"us.", "eu.", "apac.", "global.", "jp.", "au.", "ca.", "us-gov."} {
 		n = strings.TrimPrefix(n, p)
 	}
 	for _, v := range []string{"anthropic.", "amazon.", "meta.", "mistral.", "cohere.", "ai21.", "deepseek.", "openai.", "qwen.", "writer."} {
 		if rest, ok := strings.CutPrefix(n, v); ok {
-			n = rest
-			break
+			return rest
 		}
 	}
-	// -v1:0, -v2:0, :0
+	return n
+}
+
+// stripBedrockVersion removes a Bedrock version suffix: -v1:0, -v2, :0.
+func stripBedrockVersion(n string) string {
 	if i := strings.LastIndexByte(n, ':'); i > 0 && allDigits(n[i+1:]) {
 		n = n[:i]
 	}

@@ -174,11 +174,12 @@ func (x *Extractor) Write(chunk []byte) error {
 
 // Usage returns the usage the body carried; call it after the last chunk.
 // found is false when the body had no usage (an error body, a stream whose
-// request did not ask for usage, or a body cut short).
+// request did not ask for usage, or a body cut short); u.Model is still set
+// if the body named a model.
 func (x *Extractor) Usage() (u Usage, found bool) {
 	x.finish()
 	if !x.found {
-		return Usage{}, false
+		return Usage{Model: string(x.model)}, false
 	}
 	u = x.raw.normalize()
 	u.Model = string(x.model)
