@@ -310,7 +310,14 @@ func (x *Extractor) sse(p []byte) {
 				continue
 			}
 		}
-		i := bytes.IndexAny(p, "\r\n")
+		i := bytes.IndexByte(p, '\n')
+		end := i
+		if end < 0 {
+			end = len(p)
+		}
+		if j := bytes.IndexByte(p[:end], '\r'); j >= 0 {
+			i = j
+		}
 		if i < 0 {
 			x.appendLine(p)
 			return

@@ -1,5 +1,7 @@
 package usage
 
+import "bytes"
+
 // A tiny JSON walker over a byte slice. It allocates nothing: it yields byte
 // spans of keys and values and skips what the caller does not ask for. It is
 // lenient (it does not validate everything it skips) but never reads out of
@@ -33,14 +35,22 @@ func (s *scan) str() ([]byte, bool) {
 		return nil, false
 	}
 	start := s.i + 1
-	for j := start; j < len(s.b); j++ {
-		switch s.b[j] {
-		case '\\':
-			j++
-		case '"':
+	for j := start; j < len(s.b); {
+		q := bytes.IndexByte(s.b[j:], '"')
+		if q < 0 {
+			break
+		}
+		j += q
+		// The quote ends the string unless an odd run of backslashes escapes it.
+		bs := 0
+		for k := j - 1; k >= start && s.b[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
 			s.i = j + 1
 			return s.b[start:j], true
 		}
+		j++
 	}
 	s.i = len(s.b)
 	return nil, false
