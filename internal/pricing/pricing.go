@@ -324,11 +324,13 @@ func (t *Table) resolve(requested, response string) *entry {
 	return t.find(requested, true)
 }
 
-var providerPrefixes = []string{
-	"openai/", "azure/", "azure_ai/", "anthropic/", "gemini/", "vertex_ai/", "vertex_ai_beta/",
-	"bedrock/", "converse/", "invoke/", "text-completion-openai/", "models/", "xai/", "deepseek/",
-	"mistral/", "groq/", "openrouter/", "together_ai/", "fireworks_ai/", "cohere/", "moonshot/",
-	"global/", "us/", "eu/",
+// providers are the prefixes LiteLLM puts before a model name ("openai/gpt-4o")
+// and that are stripped when looking one up.
+var providers = map[string]bool{
+	"openai": true, "azure": true, "azure_ai": true, "anthropic": true, "gemini": true, "vertex_ai": true,
+	"vertex_ai_beta": true, "bedrock": true, "converse": true, "invoke": true, "text-completion-openai": true,
+	"models": true, "xai": true, "deepseek": true, "mistral": true, "groq": true, "openrouter": true,
+	"together_ai": true, "fireworks_ai": true, "cohere": true, "moonshot": true, "global": true, "us": true, "eu": true,
 }
 
 func (t *Table) find(name string, deployments bool) *entry {
@@ -346,13 +348,12 @@ func (t *Table) find(name string, deployments bool) *entry {
 		}
 	}
 	n := name
-	for changed := true; changed; {
-		changed = false
-		for _, p := range providerPrefixes {
-			if rest, ok := strings.CutPrefix(n, p); ok && rest != "" {
-				n, changed = rest, true
-			}
+	for {
+		i := strings.IndexByte(n, '/')
+		if i <= 0 || i == len(n)-1 || !providers[n[:i]] {
+			break
 		}
+		n = n[i+1:]
 	}
 	try := func(s string) *entry {
 		if s == name {

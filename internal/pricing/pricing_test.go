@@ -274,3 +274,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCost(b *testing.B) {
+	table := Default()
+	u := usage.Usage{Model: "gpt-4o-2024-08-06", PromptTokens: 2006, CachedReadTokens: 1920, OutputTokens: 300}
+	b.ReportAllocs()
+	for b.Loop() {
+		table.Cost("gpt-4o", u)
+	}
+}
+
+func BenchmarkCostPrefixedDated(b *testing.B) {
+	table := Default()
+	u := usage.Usage{Model: "openai/gpt-4o-2099-01-01", PromptTokens: 2006, CachedReadTokens: 1920, OutputTokens: 300}
+	b.ReportAllocs()
+	for b.Loop() {
+		table.Cost("gpt-4o", u)
+	}
+}

@@ -126,3 +126,27 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+func TestBedrockHeaderUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		h     map[string]string
+		want  Usage
+		found bool
+	}{
+		{"counts", map[string]string{"x-amzn-bedrock-input-token-count": "120", "x-amzn-bedrock-output-token-count": "30"},
+			Usage{PromptTokens: 120, OutputTokens: 30}, true},
+		{"cache on top of input", map[string]string{"x-amzn-bedrock-input-token-count": "20", "x-amzn-bedrock-output-token-count": "3",
+			"x-amzn-bedrock-cache-read-input-token-count": "1000", "x-amzn-bedrock-cache-write-input-token-count": "50"},
+			Usage{PromptTokens: 1070, CachedReadTokens: 1000, CacheCreationTokens: 50, OutputTokens: 3}, true},
+		{"none", map[string]string{"content-type": "application/json"}, Usage{}, false},
+		{"garbage", map[string]string{"x-amzn-bedrock-input-token-count": "-4", "x-amzn-bedrock-output-token-count": "x"}, Usage{}, false},
+	}
+	for _, tt := range tests {
+		u, ok := BedrockHeaderUsage(func(n string) string { return tt.h[n] })
+		if u != tt.want || ok != tt.found {
+			t.Errorf("%s: got %+v %v, want %+v %v", tt.name, u, ok, tt.want, tt.found)
+		}
+	}
+}
