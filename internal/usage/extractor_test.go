@@ -305,3 +305,16 @@ func TestUsageClampsParts(t *testing.T) {
 		t.Errorf("got %+v, want %+v", u, want)
 	}
 }
+
+func TestCumulativeCountsKeepTheLargest(t *testing.T) {
+	t.Parallel()
+	body := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":40,\"cache_read_input_tokens\":100,\"output_tokens\":1}}}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":77}}\n\n"
+	x := NewExtractor(APIAnthropicMessages, "text/event-stream", "", 0)
+	_ = x.Write([]byte(body))
+	u, ok := x.Usage()
+	want := Usage{Model: "claude-x", PromptTokens: 140, CachedReadTokens: 100, OutputTokens: 77}
+	if !ok || u != want {
+		t.Errorf("got %+v %v, want %+v", u, ok, want)
+	}
+}
