@@ -84,6 +84,7 @@ type entry struct {
 	base      rates
 	tiers     []tier // highest threshold first
 	inclusive bool   // the tier threshold is inclusive (LiteLLM: xai)
+	custom    bool   // set by the operator (Config.Custom)
 }
 
 // Table is an immutable snapshot of a price table, with custom prices and
@@ -262,7 +263,9 @@ func (t *Table) With(custom map[string]map[string]float64, deployments map[strin
 		for k, v := range prices {
 			raw[k] = v
 		}
-		n.models[name] = build(name, provider, raw)
+		e := build(name, provider, raw)
+		e.custom = true
+		n.models[name] = e
 	}
 	if deployments != nil {
 		n.deployments = deployments
@@ -301,8 +304,9 @@ func (t *Table) Cost(requestedModel string, u usage.Usage) (usd float64, ok bool
 	return e.cost(u), true
 }
 
-// Lookup returns the table key Cost would price a response with: responseModel
-// if known, else requestedModel. A name is tried as given, then as the model
+// Lookup returns the table key Cost would price a response with: the
+// requested model's custom price or Azure deployment mapping if configured,
+// else responseModel if known, else requestedModel. A name is tried as given, then as the model
 // its Azure deployment maps to, then without provider prefixes (openai/,
 // azure/, anthropic/, gemini/, vertex_ai/, bedrock/, models/, ...), without
 // a Bedrock region or vendor prefix and version suffix (us.anthropic.x-v1:0),
@@ -317,6 +321,18 @@ func (t *Table) Lookup(requestedModel, responseModel string) (model string, ok b
 func (t *Table) resolve(requested, response string) *entry {
 	if t == nil {
 		return nil
+	}
+	// What the operator configured for the requested name wins over the
+	// response's model, as LiteLLM's deployment custom pricing and base_model do.
+	for _, n := range [2]string{requested, stripProviders(requested)} {
+		if e := t.models[n]; e != nil && e.custom {
+			return e
+		}
+		if m, ok := t.deployments[n]; ok {
+			if e := t.find(m, false); e != nil {
+				return e
+			}
+		}
 	}
 	if e := t.find(response, true); e != nil {
 		return e
@@ -333,6 +349,16 @@ var providers = map[string]bool{
 	"together_ai": true, "fireworks_ai": true, "cohere": true, "moonshot": true, "global": true, "us": true, "eu": true,
 }
 
+func stripProviders(n string) string {
+	for {
+		i := strings.IndexByte(n, '/')
+		if i <= 0 || i == len(n)-1 || !providers[n[:i]] {
+			return n
+		}
+		n = n[i+1:]
+	}
+}
+
 func (t *Table) find(name string, deployments bool) *entry {
 	if name == "" || len(name) > 512 {
 		return nil
@@ -347,14 +373,7 @@ func (t *Table) find(name string, deployments bool) *entry {
 			}
 		}
 	}
-	n := name
-	for {
-		i := strings.IndexByte(n, '/')
-		if i <= 0 || i == len(n)-1 || !providers[n[:i]] {
-			break
-		}
-		n = n[i+1:]
-	}
+	n := stripProviders(name)
 	try := func(s string) *entry {
 		if s == name {
 			return nil
