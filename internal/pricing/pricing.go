@@ -117,8 +117,8 @@ func Default() *Table { return defaultTable() }
 var ErrNoPrices = errors.New("pricing: table has no model with a price")
 
 // Parse reads the model_prices_and_context_window.json format: an object of
-// model name to entry. Entries that are not objects (and "sample_spec") are
-// skipped; numeric strings ("3e-7") are read as numbers, as LiteLLM does;
+// model name to entry. Entries that are not objects, "sample_spec" and
+// empty or overlong (> 512 bytes) names are skipped; numeric strings ("3e-7") are read as numbers, as LiteLLM does;
 // values of unknown keys are ignored.
 func Parse(data []byte) (*Table, error) {
 	var doc map[string]json.RawMessage
@@ -127,7 +127,7 @@ func Parse(data []byte) (*Table, error) {
 	}
 	t := &Table{models: make(map[string]*entry, len(doc))}
 	for name, msg := range doc {
-		if name == "sample_spec" || len(msg) == 0 || msg[0] != '{' {
+		if name == "sample_spec" || name == "" || len(name) > maxName || len(msg) == 0 || msg[0] != '{' {
 			continue
 		}
 		var fields map[string]json.RawMessage
@@ -278,8 +278,8 @@ func (t *Table) With(custom map[string]map[string]float64, deployments map[strin
 func ValidateCustom(custom map[string]map[string]float64) error {
 	var errs []error
 	for name, prices := range custom {
-		if name == "" {
-			errs = append(errs, errors.New("pricing: custom price for an empty model name"))
+		if name == "" || len(name) > maxName {
+			errs = append(errs, fmt.Errorf("pricing: custom price for model name %.40q: want 1 to %d bytes", name, maxName))
 		}
 		for k, v := range prices {
 			if !isCostKey(k) {
@@ -342,6 +342,9 @@ func (t *Table) resolve(requested, response string) *entry {
 
 // providers are the prefixes LiteLLM puts before a model name ("openai/gpt-4o")
 // and that are stripped when looking one up.
+// maxName bounds model names: longer ones are neither read nor looked up.
+const maxName = 512
+
 var providers = map[string]bool{
 	"openai": true, "azure": true, "azure_ai": true, "anthropic": true, "gemini": true, "vertex_ai": true,
 	"vertex_ai_beta": true, "bedrock": true, "converse": true, "invoke": true, "text-completion-openai": true,
@@ -360,7 +363,7 @@ func stripProviders(n string) string {
 }
 
 func (t *Table) find(name string, deployments bool) *entry {
-	if name == "" || len(name) > 512 {
+	if name == "" || len(name) > maxName {
 		return nil
 	}
 	if e := t.models[name]; e != nil {
