@@ -220,6 +220,21 @@ func TestExtract(t *testing.T) {
 	}
 }
 
+func TestEventsOfStreamWithoutUsage(t *testing.T) {
+	t.Parallel()
+	body, err := os.ReadFile("testdata/openai_chat_stream_nousage.sse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := NewExtractor(APIOpenAIChat, "text/event-stream", "", 0)
+	for _, p := range bytewise(body) {
+		_ = x.Write(p)
+	}
+	if _, ok := x.Usage(); ok || x.Events() != 4 {
+		t.Errorf("found=%v events=%d, want no usage and 4 events (3 chunks and [DONE])", ok, x.Events())
+	}
+}
+
 func TestExtractorPooled(t *testing.T) {
 	t.Parallel()
 	// One Extractor, Reset between responses of every shape and encoding,
@@ -318,5 +333,8 @@ func TestCumulativeCountsKeepTheLargest(t *testing.T) {
 	want := Usage{Model: "claude-x", PromptTokens: 140, CachedReadTokens: 100, OutputTokens: 77}
 	if !ok || u != want {
 		t.Errorf("got %+v %v, want %+v", u, ok, want)
+	}
+	if x.Events() != 2 {
+		t.Errorf("Events() = %d, want 2", x.Events())
 	}
 }
