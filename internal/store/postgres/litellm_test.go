@@ -441,3 +441,9 @@ func TestLegacyTablesAreLiteLLMs(t *testing.T) {
 	}
 	_ = litellm.Legacy
 }
+
+func litellmtestLoad(t *testing.T, url string) { litellmtest.Load(t, url) }
+func snapshot(t *testing.T, url string) string { return litellmtest.Snapshot(t, url) }
+func triggersOn(t *testing.T, url string) []string {
+	return litellmtest.Triggers(t, url)
+}

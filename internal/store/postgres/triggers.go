@@ -86,6 +86,11 @@ func (s *Store) ensureTriggers(ctx context.Context, tx pgx.Tx) error {
 	if _, err := tx.Exec(ctx, keyUpdateFunction(types)); err != nil {
 		return fmt.Errorf("create %s.key_update_notify: %w", Schema, err)
 	}
+	// Whoever writes LiteLLM's tables runs these functions (even where
+	// default privileges revoke EXECUTE from PUBLIC).
+	if _, err := tx.Exec(ctx, `GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA `+Schema+` TO PUBLIC`); err != nil {
+		return fmt.Errorf("grant execute on %s: %w", Schema, err)
+	}
 	ts, err := readTriggers(ctx, tx)
 	if err != nil {
 		return err
