@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -110,13 +111,9 @@ func TestOpenConcurrentMigrations(t *testing.T) {
 			t.Errorf("migration %s recorded %d times, want 1", m.Name, got[int32(m.Version)])
 		}
 	}
-	// One trigger each, not one per Open.
-	var triggers int
-	if err := c.QueryRow(t.Context(), `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sidecar_%' AND NOT tgisinternal`).Scan(&triggers); err != nil {
-		t.Fatal(err)
-	}
-	if triggers != 2 {
-		t.Errorf("%d sidecar triggers, want 2", triggers)
+	// Each trigger once, not once per Open.
+	if got := litellmtest.Triggers(t, url); !slices.Equal(got, wantTriggers) {
+		t.Errorf("triggers = %v, want %v", got, wantTriggers)
 	}
 	// Reopening applies nothing new and works.
 	s := open(t, url)
