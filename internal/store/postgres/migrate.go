@@ -145,8 +145,12 @@ func (s *Store) migrate(ctx context.Context) error {
 			}
 			s.log.Info("postgres: removed the objects an earlier sidecar version created among LiteLLM's (now in schema " + Schema + ")")
 		}
-		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+Schema); err != nil {
-			return fmt.Errorf("create schema %s: %w", Schema, err)
+		// Only when missing: CREATE SCHEMA IF NOT EXISTS still needs CREATE
+		// on the database, which a role given a pre-created schema lacks.
+		if !st.ownSchema {
+			if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+Schema); err != nil {
+				return fmt.Errorf("create schema %s: %w", Schema, err)
+			}
 		}
 		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+Schema+`.schema_migrations (
 			version    integer PRIMARY KEY,
