@@ -27,6 +27,17 @@ type Config struct {
 	// DatabaseURL selects the store: a postgres:// (or postgresql://) URL
 	// selects Postgres; empty selects the embedded SQLite store in DataDir.
 	DatabaseURL string
+	// FeedDatabaseURL is where the Postgres change-feed listener connects;
+	// empty means DatabaseURL. A PgBouncer deployment in transaction pooling
+	// sets it to a direct Postgres URL (LISTEN needs a session).
+	FeedDatabaseURL string
+	// NoMigrate: verify the database instead of creating the sidecar's
+	// objects (--migrate=false, for a least-privilege role). false means
+	// create what is missing.
+	NoMigrate bool
+	// FeedHeartbeat is how often the Postgres store checks its change feed
+	// hears its own NOTIFY; the feed is deaf after 3 missed. 0 means 5s.
+	FeedHeartbeat time.Duration
 	// DataDir holds the embedded database and a generated master key.
 	DataDir string
 	// GRPCAddr is the ext_authz gRPC listen address: host:port or
@@ -201,6 +212,10 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	var cacheMax int64
 	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
 	str(&c.DatabaseURL, "database-url", "", "postgres:// URL of the key database; empty = embedded store in the data dir", "DATABASE_URL")
+	str(&c.FeedDatabaseURL, "feed-database-url", "", "postgres:// URL the change-feed listener uses (LISTEN needs a session: set a direct URL when --database-url goes through PgBouncer transaction pooling); empty = --database-url", "SIDECAR_FEED_DATABASE_URL")
+	var migrate bool
+	boolean(&migrate, "migrate", true, "Postgres: create the sidecar's schema litellm_sidecar and change triggers (and LiteLLM's tables on an empty database); false = only verify they exist (least-privilege role)", "SIDECAR_MIGRATE")
+	dur(&c.FeedHeartbeat, "feed-heartbeat", 5*time.Second, "how often the Postgres change feed checks it hears its own NOTIFY; deaf after 3 missed", "SIDECAR_FEED_HEARTBEAT")
 	str(&c.DataDir, "data-dir", "./data", "directory for the embedded store and the generated master key", "SIDECAR_DATA_DIR")
 	str(&c.GRPCAddr, "grpc-addr", "127.0.0.1:9001", "ext_authz gRPC listen address (host:port or unix:///path)", "SIDECAR_GRPC_ADDR")
 	str(&c.HTTPAddr, "http-addr", "127.0.0.1:4000", "management API, health and metrics listen address", "SIDECAR_HTTP_ADDR")
@@ -282,6 +297,14 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 			errs = append(errs, err)
 		}
 	}
+	c.NoMigrate = !migrate
+	if c.FeedDatabaseURL != "" {
+		if c.DatabaseURL == "" {
+			errs = append(errs, errors.New("--feed-database-url: needs --database-url (the embedded store has no change feed to move)"))
+		} else if err := validateDatabaseURL(c.FeedDatabaseURL); err != nil {
+			errs = append(errs, errors.New(strings.Replace(err.Error(), "--database-url", "--feed-database-url", 1)))
+		}
+	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir: must not be empty"))
 	}
@@ -304,6 +327,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		{"--negative-ttl", c.NegativeTTL, false}, {"--cache-ttl", c.CacheTTL, false},
 		{"--lookup-timeout", c.LookupTimeout, false}, {"--budget-reset-interval", c.BudgetResetInterval, false},
 		{"--shutdown-timeout", c.ShutdownTimeout, false}, {"--shutdown-delay", c.ShutdownDelay, true},
+		{"--feed-heartbeat", c.FeedHeartbeat, false},
 	} {
 		if d.v < 0 || (!d.zero && d.v == 0) {
 			errs = append(errs, fmt.Errorf("%s: %s must be positive", d.flag, d.v))

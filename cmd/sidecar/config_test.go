@@ -27,7 +27,7 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
 				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
 				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second,
-				DecisionLog: "off", DecisionLogSample: 0.01, GRPCMetrics: true}
+				DecisionLog: "off", DecisionLogSample: 0.01, GRPCMetrics: true, FeedHeartbeat: 5 * time.Second}
 			if !reflect.DeepEqual(*c, want) {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
@@ -65,6 +65,16 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 				t.Errorf("WebhookURLs %q secret %q", c.WebhookURLs, c.WebhookSecret)
 			}
 		}},
+		{"feed url and verify-only", []string{"--database-url", "postgres://h/db", "--feed-database-url", "postgres://direct/db", "--migrate=false"}, nil, func(t *testing.T, c *Config) {
+			if c.FeedDatabaseURL != "postgres://direct/db" || !c.NoMigrate {
+				t.Errorf("feed url %q, no-migrate %v", c.FeedDatabaseURL, c.NoMigrate)
+			}
+		}},
+		{"SIDECAR_MIGRATE=false", nil, map[string]string{"SIDECAR_MIGRATE": "false", "SIDECAR_FEED_HEARTBEAT": "2s"}, func(t *testing.T, c *Config) {
+			if !c.NoMigrate || c.FeedHeartbeat != 2*time.Second {
+				t.Errorf("no-migrate %v, heartbeat %v", c.NoMigrate, c.FeedHeartbeat)
+			}
+		}},
 		{"postgresql scheme", []string{"--database-url", "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"}, nil, func(t *testing.T, c *Config) {
 			if c.DatabaseURL == "" {
 				t.Error("DatabaseURL empty")
@@ -94,6 +104,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad url scheme", []string{"--database-url", "mysql://x@y/z"}, nil, []string{`scheme "mysql" is not postgres://`}},
 		{"unparseable url hides password", []string{"--database-url", "postgres://u:s3cret@[::1/x"}, nil, []string{"--database-url: not a URL"}},
 		{"url without host", []string{"--database-url", "postgres:///db"}, nil, []string{"--database-url: no host"}},
+		{"feed url without database url", []string{"--feed-database-url", "postgres://h/db"}, nil, []string{"--feed-database-url: needs --database-url"}},
+		{"bad feed url", []string{"--database-url", "postgres://h/db", "--feed-database-url", "mysql://h/db"}, nil, []string{`--feed-database-url: scheme "mysql"`}},
+		{"bad SIDECAR_MIGRATE", nil, map[string]string{"SIDECAR_MIGRATE": "maybe"}, []string{`SIDECAR_MIGRATE: "maybe"`}},
+		{"zero feed heartbeat", []string{"--feed-heartbeat", "0s"}, nil, []string{"--feed-heartbeat"}},
 		{"bad log level", []string{"--log-level", "loud"}, nil, []string{`--log-level: "loud"`}},
 		{"bad log format", []string{"--log-format", "xml"}, nil, []string{`--log-format: "xml"`}},
 		{"bad grpc addr", []string{"--grpc-addr", "nowhere"}, nil, []string{"--grpc-addr", "missing port"}},

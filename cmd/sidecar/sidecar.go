@@ -217,6 +217,7 @@ func (s *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	io.WriteString(w, "ok\n")
+	writeFeedDetail(w, s.store)
 }
 
 func storeKind(cfg *Config) string {
@@ -233,7 +234,8 @@ func openStore(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheu
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if cfg.DatabaseURL != "" {
-		st, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, Logger: log, Registerer: reg})
+		st, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, FeedURL: cfg.FeedDatabaseURL, VerifyOnly: cfg.NoMigrate,
+			HeartbeatInterval: cfg.FeedHeartbeat, Logger: log, Registerer: reg})
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}

@@ -453,6 +453,8 @@ func (c *Cache) Attach(s Subscriber) (detach func()) {
 			c.Invalidate(ev.Token)
 		case store.EventSpend:
 			c.SetSpend(ev.Token, ev.Spend)
+		case store.EventBudgetReset:
+			c.ApplyBudgetReset(ev.Token, ev.Spend, ev.BudgetResetAt)
 		case store.EventReset:
 			c.Purge()
 			c.resets.Inc()

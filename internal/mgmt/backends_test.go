@@ -9,6 +9,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/mgmt"
 	"github.com/virtualkeys/sidecar/internal/pgtest"
 	"github.com/virtualkeys/sidecar/internal/store/postgres"
+	"github.com/virtualkeys/sidecar/internal/store/postgres/litellmtest"
 	"github.com/virtualkeys/sidecar/internal/store/sqlite"
 )
 
@@ -18,7 +19,27 @@ func backends() []backend {
 	return []backend{
 		{"sqlite", openSQLite},
 		{"postgres", func(t testing.TB) mgmt.Store { return openPostgres(t, pgtest.URL(t)) }},
+		{"postgres-litellm-first", openOnLiteLLM},
 	}
+}
+
+// openOnLiteLLM opens the store on LiteLLM's real schema loaded first, with
+// a second store (replica) on it, and checks at the end that every LiteLLM
+// table's columns, indexes and constraints are unchanged.
+func openOnLiteLLM(t testing.TB) mgmt.Store {
+	t.Helper()
+	url := pgtest.URL(t)
+	litellmtest.Load(t, url)
+	before := litellmtest.Snapshot(t, url)
+	st := openPostgres(t, url)
+	openPostgres(t, url) // a second replica
+	litellmtest.SeedDefaults(t, url)
+	t.Cleanup(func() {
+		if after := litellmtest.Snapshot(t, url); after != before {
+			t.Errorf("LiteLLM's schema changed under the management API")
+		}
+	})
+	return st
 }
 
 func openSQLite(t testing.TB) mgmt.Store {
@@ -38,5 +59,6 @@ func openPostgres(t testing.TB, url string) *postgres.Store {
 		t.Fatalf("postgres.Open: %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
+	litellmtest.SeedDefaults(t, url) // budget_id/organization_id the tables use exist
 	return st
 }

@@ -97,16 +97,23 @@ const (
 	// EventReset: the feed (re)connected. Notifications sent while it was
 	// down are lost, so every cached key may be stale: purge.
 	EventReset
-	// EventDown: the feed lost its connection and is reconnecting. Cached
-	// keys stay usable; an EventReset follows once it is back.
+	// EventDown: the feed lost its connection and is reconnecting, or is
+	// connected but deaf (its heartbeat stopped arriving). Cached keys stay
+	// usable for a bounded time; an EventReset follows once it is back.
 	EventDown
+	// EventBudgetReset: the budget reset job (ResetBudgets) set the key's
+	// spend to Spend and its budget_reset_at to BudgetResetAt, and changed
+	// nothing else. A cache may apply it in place instead of reloading.
+	EventBudgetReset
 )
 
 // Event is one change-feed event.
 type Event struct {
 	Kind  EventKind
-	Token string  // the key's hash (EventChanged, EventSpend)
-	Spend float64 // the new spend (EventSpend)
+	Token string  // the key's hash (EventChanged, EventSpend, EventBudgetReset)
+	Spend float64 // the new spend (EventSpend, EventBudgetReset)
+	// BudgetResetAt is the new budget_reset_at (EventBudgetReset).
+	BudgetResetAt time.Time
 }
 
 // Sort columns List accepts (the whitelist: anything else is rejected).

@@ -45,11 +45,12 @@ func mapErr(err error, k *keys.Key) error {
 	return err
 }
 
-// checkAlias enforces key_alias uniqueness when no unique index can (see
-// ensureAliasIndex): under a per-alias transaction advisory lock, no other
-// row may hold alias. self is the row being written.
+// checkAlias enforces key_alias uniqueness without an index on LiteLLM's
+// table (LiteLLM has none, and Prisma would drop ours): under a per-alias
+// transaction advisory lock, no other row may hold alias. self is the row
+// being written.
 func (s *Store) checkAlias(ctx context.Context, tx pgx.Tx, alias *string, self string) error {
-	if !s.aliasLock || alias == nil || !s.cols.present["key_alias"] {
+	if alias == nil || !s.cols.present["key_alias"] {
 		return nil
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext($2))`, aliasLockClass, *alias); err != nil {
@@ -407,6 +408,11 @@ func (s *Store) AddSpend(ctx context.Context, deltas map[string]float64) error {
 	return nil
 }
 
+// resetChunk is the most rows one ResetBudgets statement changes: the
+// change trigger lists up to litellm_sidecar.max_listed() rows in one
+// notification (within NOTIFY's 8000-byte payload).
+const resetChunk = 50
+
 // ResetBudgets zeroes spend and moves budget_reset_at to the next boundary
 // for every unexpired key whose budget_reset_at <= now. Rows another
 // replica is resetting are skipped (SKIP LOCKED). Keys whose
@@ -453,18 +459,31 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 		if len(due) == 0 {
 			return nil
 		}
-		set := `spend = 0, budget_reset_at = d.next`
-		args := []any{due, next}
-		if s.cols.present["updated_at"] {
-			set += `, updated_at = $3`
-			args = append(args, now())
-		}
-		tag, err := tx.Exec(ctx, `UPDATE `+keyTable+` t SET `+set+`
-			FROM unnest($1::text[], $2::timestamp[]) AS d(token, next) WHERE t.token = d.token`, args...)
-		if err != nil {
+		// Tell the change trigger these are budget resets, so caches apply
+		// them in place (EventBudgetReset); statements of resetChunk rows
+		// keep each notification a list, never a purge.
+		if _, err := tx.Exec(ctx, `SELECT set_config('litellm_sidecar.budget_reset', 'on', true)`); err != nil {
 			return err
 		}
-		n = int(tag.RowsAffected())
+		set := `spend = 0, budget_reset_at = d.next`
+		t := now()
+		for len(due) > 0 {
+			c := min(len(due), resetChunk)
+			args := []any{due[:c], next[:c]}
+			if s.cols.present["updated_at"] {
+				args = append(args, t)
+			}
+			sql := `UPDATE ` + keyTable + ` t SET ` + set
+			if s.cols.present["updated_at"] {
+				sql += `, updated_at = $3`
+			}
+			tag, err := tx.Exec(ctx, sql+` FROM unnest($1::text[], $2::timestamp[]) AS d(token, next) WHERE t.token = d.token`, args...)
+			if err != nil {
+				return err
+			}
+			n += int(tag.RowsAffected())
+			due, next = due[c:], next[c:]
+		}
 		return nil
 	})
 	if err != nil {

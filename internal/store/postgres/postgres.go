@@ -1,16 +1,27 @@
 // Package postgres is the production key store: LiteLLM's own tables in a
 // Postgres database shared by every replica, accessed through a pgx pool.
 //
-// Open applies the embedded migrations (migrations/*.sql) under an advisory
-// lock, so replicas starting together do not race, and never alters a table
-// LiteLLM's migrations created: it reads the key table's real columns and
-// touches only the known ones that exist, leaving any others alone.
+// The store owns nothing among LiteLLM's objects. Everything it creates
+// lives in schema litellm_sidecar (its migrations table and the change
+// feed's functions), except the change triggers on LiteLLM's two key
+// tables, which Prisma does not model and so never diffs or drops. On a
+// LiteLLM database (_prisma_migrations present) it creates and alters none
+// of LiteLLM's tables and indexes; on an empty database it creates LiteLLM's
+// schema exactly as LiteLLM's migrations would, so LiteLLM can run there
+// later. Open applies this in one transaction under an advisory lock, or
+// with Config.VerifyOnly only checks it (see docs/litellm-database.md).
 //
-// Triggers on the key tables pg_notify every change on the channel
-// sidecar_key_changes; a dedicated listener connection turns those
-// notifications into store.Events for the caches of every replica,
-// reconnecting with backoff and sending store.EventReset after each
-// (re)connect because notifications sent while it was away are lost.
+// The triggers are statement-level with transition tables: one
+// notification per statement on channel sidecar_key_changes, listing the
+// keys changed, spend-only changes with their new spend, and the sidecar's
+// own budget resets; a statement changing more keys sends one purge. A
+// dedicated listener connection turns them into store.Events for the caches
+// of every replica, reconnecting with backoff and sending
+// store.EventReset after each (re)connect because notifications sent while
+// it was away are lost. A heartbeat NOTIFY sent through the pool must come
+// back to the listener: when it stops (LISTEN through PgBouncer's
+// transaction pooling), the feed is declared deaf (metric, log,
+// FeedStatus, store.EventDown).
 package postgres
 
 import (
@@ -41,6 +52,21 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// MaxConns caps the pool; 0 means 10.
 	MaxConns int32
+	// FeedURL is where the change-feed listener connects; empty means URL.
+	// Set it to a direct Postgres URL when URL goes through PgBouncer in
+	// transaction or statement pooling mode (LISTEN needs a session).
+	FeedURL string
+	// VerifyOnly: do not create or change anything; fail unless LiteLLM's
+	// tables, the sidecar's migrations and the change triggers are already
+	// there (for a role that may only read and write the key tables).
+	// false means apply what is missing.
+	VerifyOnly bool
+	// HeartbeatInterval is how often the store sends its heartbeat NOTIFY;
+	// 0 means 5s.
+	HeartbeatInterval time.Duration
+	// DeafAfter is how long the listener may go without hearing the
+	// heartbeat before the feed is declared deaf; 0 means 3 intervals.
+	DeafAfter time.Duration
 }
 
 // Pool limits besides MaxConns.
@@ -60,9 +86,6 @@ type Store struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
 	cols *columns
-	// aliasLock: existing data had duplicate key_alias values, so there is
-	// no unique index; writes enforce uniqueness under an advisory lock.
-	aliasLock bool
 
 	feed *feed
 
@@ -105,6 +128,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		pcfg.ConnConfig.RuntimeParams["application_name"] = "sidecar"
 	}
 	feedCfg := pcfg.ConnConfig.Copy()
+	if cfg.FeedURL != "" {
+		fc, err := pgx.ParseConfig(cfg.FeedURL)
+		if err != nil {
+			return nil, fmt.Errorf("postgres: parse feed database URL %s: invalid connection string", redactURL(cfg.FeedURL))
+		}
+		if fc.ConnectTimeout == 0 {
+			fc.ConnectTimeout = connectTimeout
+		}
+		feedCfg = fc
+	}
 	feedCfg.RuntimeParams["application_name"] = feedApplicationName
 
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
@@ -119,11 +152,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: connect to %s: %w", where, err)
 	}
 	s := &Store{pool: pool, log: log}
-	if err := s.migrate(ctx); err != nil {
+	if cfg.VerifyOnly {
+		err = s.verify(ctx)
+	} else {
+		err = s.migrate(ctx)
+	}
+	if err != nil {
 		pool.Close()
+		if cfg.VerifyOnly {
+			return nil, fmt.Errorf("postgres: verify %s (migrations off): %w", where, err)
+		}
 		return nil, fmt.Errorf("postgres: migrate %s: %w", where, err)
 	}
-	cols, err := loadColumns(ctx, pool)
+	cols, _, err := loadColumns(ctx, pool)
 	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: read key table columns on %s: %w", where, err)
@@ -132,7 +173,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if missing := cols.missing(); len(missing) > 0 {
 		log.Info("postgres: key table lacks columns; they read as zero values and are not written", "columns", missing)
 	}
-	s.feed = newFeed(feedCfg, log, cfg.Registerer)
+	s.feed = newFeed(feedCfg, log, cfg.Registerer, cfg.HeartbeatInterval, cfg.DeafAfter, func(ctx context.Context, payload string) error {
+		_, err := pool.Exec(ctx, `SELECT pg_notify($1, $2)`, feedChannel, payload)
+		return err
+	})
 	if err := s.feed.registerMetrics(); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: metrics: %w", err)
@@ -174,6 +218,10 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // FeedConnected reports whether the change-feed listener is connected now.
 func (s *Store) FeedConnected() bool { return s.feed.isConnected() }
+
+// FeedStatus reports the change feed's state: connected, deaf (its
+// heartbeat stopped coming back), and a detail for readiness output.
+func (s *Store) FeedStatus() FeedStatus { return s.feed.status() }
 
 // Subscribe registers fn for change events. If the feed is connected, fn
 // receives EventReset at once (from the calling goroutine); otherwise its

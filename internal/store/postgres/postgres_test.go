@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/pgtest"
 	"github.com/virtualkeys/sidecar/internal/store"
+	"github.com/virtualkeys/sidecar/internal/store/postgres/litellmtest"
 	"github.com/virtualkeys/sidecar/internal/store/storetest"
 )
 
@@ -55,12 +57,16 @@ func exec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
 	}
 }
 
+// TestConformance: the sidecar first, on an empty database (it creates
+// LiteLLM's schema itself).
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := Open(t.Context(), Config{URL: pgtest.URL(t)})
+		url := pgtest.URL(t)
+		s, err := Open(t.Context(), Config{URL: url})
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
+		litellmtest.SeedDefaults(t, url) // the ids the suite's keys reference
 		return s
 	})
 }
@@ -87,7 +93,7 @@ func TestOpenConcurrentMigrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := sqlConn(t, url)
-	rows, err := c.Query(t.Context(), `SELECT version, count(*) FROM sidecar_schema_migrations GROUP BY version ORDER BY version`)
+	rows, err := c.Query(t.Context(), `SELECT version, count(*) FROM litellm_sidecar.schema_migrations GROUP BY version ORDER BY version`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,13 +111,9 @@ func TestOpenConcurrentMigrations(t *testing.T) {
 			t.Errorf("migration %s recorded %d times, want 1", m.Name, got[int32(m.Version)])
 		}
 	}
-	// One trigger each, not one per Open.
-	var triggers int
-	if err := c.QueryRow(t.Context(), `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sidecar_%' AND NOT tgisinternal`).Scan(&triggers); err != nil {
-		t.Fatal(err)
-	}
-	if triggers != 2 {
-		t.Errorf("%d sidecar triggers, want 2", triggers)
+	// Each trigger once, not once per Open.
+	if got := litellmtest.Triggers(t, url); !slices.Equal(got, wantTriggers) {
+		t.Errorf("triggers = %v, want %v", got, wantTriggers)
 	}
 	// Reopening applies nothing new and works.
 	s := open(t, url)
@@ -237,16 +239,13 @@ func TestDuplicateAliasesInExistingData(t *testing.T) {
 	exec(t, c, `INSERT INTO "LiteLLM_VerificationToken" (token, key_alias) VALUES ($1, 'dup'), ($2, 'dup')`, a, b)
 
 	s := open(t, url)
-	if !s.aliasLock {
-		t.Fatal("store did not fall back to advisory-lock alias checks")
-	}
 	ctx := t.Context()
-	var unique bool
-	if err := c.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = $1)`, aliasUniqueIndex).Scan(&unique); err != nil {
+	var idx int
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM pg_indexes WHERE tablename = 'LiteLLM_VerificationToken' AND indexdef LIKE '%key_alias%'`).Scan(&idx); err != nil {
 		t.Fatal(err)
 	}
-	if unique {
-		t.Errorf("unique alias index exists despite duplicates")
+	if idx != 0 {
+		t.Errorf("%d key_alias indexes on LiteLLM's table; want none (uniqueness is an advisory lock)", idx)
 	}
 	// Existing duplicates stay writable when the alias does not change.
 	if _, err := s.Update(ctx, a, func(k *keys.Key) error { k.Spend = 3; return nil }); err != nil {
@@ -378,7 +377,7 @@ func TestFeedFromPlainSQL(t *testing.T) {
 			[]func(store.Event) bool{changed(tok)}},
 		{"token moved", `UPDATE "LiteLLM_VerificationToken" SET token = $2 WHERE token = $1`, []any{tok, tok2},
 			[]func(store.Event) bool{changed(tok2), changed(tok)}},
-		{"grace record", `INSERT INTO "LiteLLM_DeprecatedVerificationToken" (token, active_token_id, revoke_at) VALUES ($1, $2, now() + interval '1 hour')`,
+		{"grace record", `INSERT INTO "LiteLLM_DeprecatedVerificationToken" (id, token, active_token_id, revoke_at) VALUES ('d1', $1, $2, now() + interval '1 hour')`,
 			[]any{"deprecated-tok", tok2}, []func(store.Event) bool{changed("deprecated-tok")}},
 		{"delete", `DELETE FROM "LiteLLM_VerificationToken" WHERE token = $1`, []any{tok2},
 			[]func(store.Event) bool{changed(tok2)}},
@@ -449,8 +448,8 @@ func TestFeedReconnects(t *testing.T) {
 	if got := testutil.ToFloat64(s.feed.notifications); got < 2 {
 		t.Errorf("notifications_total = %v, want >= 2", got)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 3 {
-		t.Errorf("registered metrics = %d, %v; want 3", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 6 {
+		t.Errorf("registered metrics = %d, %v; want 6", n, err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -531,8 +530,8 @@ func TestOpenOnMinimalKeyTable(t *testing.T) {
 	if idx, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
 		t.Fatal(err)
 	}
-	if want := "LiteLLM_VerificationToken_pkey,LiteLLM_VerificationToken_team_id_idx"; strings.Join(idx, ",") != want {
-		t.Errorf("indexes = %v, want %s (only over existing columns)", idx, want)
+	if want := "LiteLLM_VerificationToken_pkey"; strings.Join(idx, ",") != want {
+		t.Errorf("indexes = %v, want %s (none created on LiteLLM's table)", idx, want)
 	}
 	tok := keys.HashHex("sk-min")
 	if err := s.Create(t.Context(), &keys.Key{Token: tok, KeyAlias: ptr("dropped"), TeamID: ptr("t")}); err != nil {

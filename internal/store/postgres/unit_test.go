@@ -3,9 +3,11 @@ package postgres
 import (
 	"io"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -33,54 +35,123 @@ func TestRedactURL(t *testing.T) {
 }
 
 func testFeed() *feed {
-	return newFeed(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	return newFeed(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, 0, 0, nil)
 }
 
 func TestDecodePayload(t *testing.T) {
+	tok := strings.Repeat("a", 64)
+	at := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
 		name    string
 		payload string
 		want    []store.Event
+		hb      string
 	}{
-		{"insert", `{"op":"INSERT","token":"a"}`, []store.Event{{Kind: store.EventChanged, Token: "a"}}},
-		{"delete", `{"op":"DELETE","token":"a"}`, []store.Event{{Kind: store.EventChanged, Token: "a"}}},
-		{"spend only", `{"op":"UPDATE","token":"a","spend_only":true,"spend":1.25}`, []store.Event{{Kind: store.EventSpend, Token: "a", Spend: 1.25}}},
-		{"spend only, zero", `{"op":"UPDATE","token":"a","spend_only":true,"spend":0}`, []store.Event{{Kind: store.EventSpend, Token: "a"}}},
-		{"spend only without spend", `{"op":"UPDATE","token":"a","spend_only":true}`, []store.Event{{Kind: store.EventChanged, Token: "a"}}},
-		{"spend NaN (a JSON string)", `{"op":"UPDATE","token":"a","spend_only":true,"spend":"NaN"}`, []store.Event{{Kind: store.EventReset}}},
-		{"moved", `{"op":"UPDATE","token":"b","old_token":"a"}`, []store.Event{{Kind: store.EventChanged, Token: "b"}, {Kind: store.EventChanged, Token: "a"}}},
-		{"moved to itself", `{"op":"UPDATE","token":"a","old_token":"a"}`, []store.Event{{Kind: store.EventChanged, Token: "a"}}},
-		{"no token", `{"op":"INSERT"}`, []store.Event{{Kind: store.EventReset}}},
-		{"not json", `not json`, []store.Event{{Kind: store.EventReset}}},
-		{"empty", ``, []store.Event{{Kind: store.EventReset}}},
+		{"changed", `{"k":"b","t":["a","b"],"s":[],"r":[]}`, []store.Event{{Kind: store.EventChanged, Token: "a"}, {Kind: store.EventChanged, Token: "b"}}, ""},
+		{"spend", `{"k":"b","t":[],"s":[["a",1.25],["b",0]],"r":[]}`,
+			[]store.Event{{Kind: store.EventSpend, Token: "a", Spend: 1.25}, {Kind: store.EventSpend, Token: "b"}}, ""},
+		{"spend NaN (a JSON string): reload", `{"k":"b","s":[["a","NaN"]]}`, []store.Event{{Kind: store.EventChanged, Token: "a"}}, ""},
+		{"spend null: reload", `{"k":"b","s":[["a",null]]}`, []store.Event{{Kind: store.EventChanged, Token: "a"}}, ""},
+		{"spend without token", `{"k":"b","s":[[null,1]]}`, []store.Event{{Kind: store.EventReset}}, ""},
+		{"budget reset", `{"k":"b","r":[["` + tok + `",0,"2026-11-30T00:00:00"]]}`,
+			[]store.Event{{Kind: store.EventBudgetReset, Token: tok, BudgetResetAt: at}}, ""},
+		{"budget reset, milliseconds", `{"k":"b","r":[["a",0,"2026-11-30T00:00:00.125"]]}`,
+			[]store.Event{{Kind: store.EventBudgetReset, Token: "a", BudgetResetAt: at.Add(125 * time.Millisecond)}}, ""},
+		{"budget reset, bad time: reload", `{"k":"b","r":[["a",0,"soon"]]}`, []store.Event{{Kind: store.EventChanged, Token: "a"}}, ""},
+		{"budget reset, short", `{"k":"b","r":[["a"]]}`, []store.Event{{Kind: store.EventChanged, Token: "a"}}, ""},
+		{"mixed", `{"k":"b","t":["a"],"s":[["b",2]],"r":[["c",0,"2026-11-30T00:00:00"]]}`, []store.Event{
+			{Kind: store.EventChanged, Token: "a"}, {Kind: store.EventSpend, Token: "b", Spend: 2},
+			{Kind: store.EventBudgetReset, Token: "c", BudgetResetAt: at}}, ""},
+		{"purge", `{"k":"purge","why":"rows","n":100000}`, []store.Event{{Kind: store.EventReset}}, ""},
+		{"heartbeat", `{"k":"hb","id":"abc"}`, nil, "abc"},
+		{"heartbeat without id", `{"k":"hb"}`, []store.Event{{Kind: store.EventReset}}, ""},
+		{"earlier version's row payload", `{"op":"INSERT","token":"a"}`, []store.Event{{Kind: store.EventReset}}, ""},
+		{"not json", `not json`, []store.Event{{Kind: store.EventReset}}, ""},
+		{"empty", ``, []store.Event{{Kind: store.EventReset}}, ""},
 	}
 	f := testFeed()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := f.decode(tc.payload); !slices.Equal(got, tc.want) {
-				t.Errorf("decode(%q) = %+v, want %+v", tc.payload, got, tc.want)
+			got, hb := f.decode(tc.payload)
+			if !slices.Equal(got, tc.want) || hb != tc.hb {
+				t.Errorf("decode(%q) = %+v, %q; want %+v, %q", tc.payload, got, hb, tc.want, tc.hb)
 			}
 		})
 	}
 }
 
 func FuzzDecodePayload(f *testing.F) {
-	for _, s := range []string{`{"op":"INSERT","token":"a"}`, `{"token":"b","old_token":"a"}`,
-		`{"token":"a","spend_only":true,"spend":1e308}`, `not json`, `{"token":null}`} {
+	for _, s := range []string{`{"k":"b","t":["a"]}`, `{"k":"b","s":[["a",1e308]]}`, `{"k":"b","r":[["a",0,"2026-11-30T00:00:00"]]}`,
+		`{"k":"purge"}`, `{"k":"hb","id":"x"}`, `not json`, `{"k":null}`} {
 		f.Add(s)
 	}
 	fd := testFeed()
 	f.Fuzz(func(t *testing.T, payload string) {
-		evs := fd.decode(payload)
-		if len(evs) == 0 || len(evs) > 2 {
-			t.Fatalf("decode(%q) = %d events", payload, len(evs))
+		evs, hb := fd.decode(payload)
+		if hb != "" {
+			if len(evs) != 0 {
+				t.Fatalf("decode(%q) = heartbeat and events", payload)
+			}
+			return
 		}
 		for _, e := range evs {
 			if e.Kind != store.EventReset && e.Token == "" {
 				t.Fatalf("decode(%q) = event without token %+v", payload, e)
 			}
+			if e.Kind == store.EventSpend && (math.IsNaN(e.Spend) || math.IsInf(e.Spend, 0)) {
+				t.Fatalf("decode(%q) = non-finite spend %+v", payload, e)
+			}
 		}
 	})
+}
+
+// TestDeafness drives the deafness logic with a fake clock: deaf after
+// DeafAfter without this store's heartbeat (EventDown, metric, status
+// detail naming --feed-database-url), hearing again purges (EventReset).
+func TestDeafness(t *testing.T) {
+	f := newFeed(nil, slog.New(slog.DiscardHandler), nil, time.Second, 3*time.Second, nil)
+	clock := time.Unix(1000, 0)
+	f.now = func() time.Time { return clock }
+	var evs []store.Event
+	f.subscribe(func(e store.Event) { evs = append(evs, e) })
+	f.setConnected(true)
+	step := func(d time.Duration) { clock = clock.Add(d); f.checkDeaf() }
+
+	step(3 * time.Second)
+	if st := f.status(); st.Deaf || len(evs) != 0 {
+		t.Fatalf("deaf at the bound: %+v %+v", st, evs)
+	}
+	f.handle(`{"k":"hb","id":"someone-else"}`) // another replica's heartbeat does not count
+	step(time.Millisecond)
+	st := f.status()
+	if !st.Deaf || !strings.Contains(st.Detail, "--feed-database-url") || testutil.ToFloat64(f.deafG) != 1 {
+		t.Fatalf("not deaf past the bound: %+v", st)
+	}
+	if len(evs) != 1 || evs[0].Kind != store.EventDown {
+		t.Fatalf("events = %+v, want [EventDown]", evs)
+	}
+	step(time.Minute) // stays deaf; no repeated EventDown
+	if len(evs) != 1 {
+		t.Fatalf("events = %+v", evs)
+	}
+	f.handle(`{"k":"hb","id":"` + f.id + `"}`)
+	if st := f.status(); st.Deaf || st.Detail != "" || !st.LastHeartbeat.Equal(clock) || testutil.ToFloat64(f.deafG) != 0 {
+		t.Fatalf("still deaf after hearing: %+v", st)
+	}
+	if len(evs) != 2 || evs[1].Kind != store.EventReset {
+		t.Fatalf("events = %+v, want EventReset after hearing again", evs)
+	}
+	step(2 * time.Second)
+	f.handle(`{"k":"hb","id":"` + f.id + `"}`)
+	step(2 * time.Second) // 2s since the last heartbeat: fine
+	if f.status().Deaf {
+		t.Fatal("deaf within the bound of the last heartbeat")
+	}
+	f.setConnected(false)
+	step(time.Hour)
+	if st := f.status(); st.Deaf || !strings.Contains(st.Detail, "disconnected") {
+		t.Fatalf("disconnected feed: %+v", st)
+	}
 }
 
 func TestMetricsSharedAcrossReopen(t *testing.T) {

@@ -22,8 +22,9 @@
 //     revoke_at); regenerating the new token again re-points those records at
 //     the newest token, so every token still in grace keeps resolving.
 //   - ResetBudgets skips keys whose budget_duration is NULL or does not parse
-//     (they are neither changed nor counted), and emits EventChanged for each
-//     key it resets (budget_reset_at changed, not only spend).
+//     (they are neither changed nor counted), and emits, for each key it
+//     resets, EventChanged or EventBudgetReset carrying the new spend (0) and
+//     budget_reset_at.
 //   - Events: Create, Update, Delete, SetBlocked emit EventChanged for the
 //     token (an Update that changes only spend may emit EventSpend instead;
 //     the suite does not test that case); Regenerate emits EventChanged for
@@ -1247,9 +1248,12 @@ func (s *suite) testResetBudgets(t *testing.T) {
 				w.Spend = 0
 				w.BudgetResetAt = ptr(ms(d.NextReset(now)))
 				w.UpdatedAt = got.UpdatedAt
-				rec.waitFrom(t, "EventChanged after reset", mark, func(e store.Event) bool {
-					return e.Kind == store.EventChanged && e.Token == c.k.Token
+				e := rec.waitFrom(t, "EventChanged or EventBudgetReset after reset", mark, func(e store.Event) bool {
+					return (e.Kind == store.EventChanged || e.Kind == store.EventBudgetReset) && e.Token == c.k.Token
 				})
+				if e.Kind == store.EventBudgetReset && (e.Spend != 0 || !e.BudgetResetAt.Equal(*w.BudgetResetAt)) {
+					t.Errorf("EventBudgetReset = %+v, want spend 0 and budget_reset_at %v", e, *w.BudgetResetAt)
+				}
 			}
 			checkKey(t, "after ResetBudgets", w, got)
 		})

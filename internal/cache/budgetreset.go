@@ -1,0 +1,35 @@
+package cache
+
+import (
+	"time"
+)
+
+// ApplyBudgetReset applies the budget reset job's change to a cached key in
+// place (store.EventBudgetReset): spend and budget_reset_at take the new
+// values, nothing is reloaded. A midnight reset of every key therefore
+// costs no store queries. A key not cached is left alone (its next load
+// reads the new row); loads in flight for its stripe are not cached, as
+// they may have read the row before the reset. If the updated entry cannot
+// be stored, the old one is dropped rather than kept with a stale
+// budget_reset_at.
+func (c *Cache) ApplyBudgetReset(hash string, spend float64, resetAt time.Time) {
+	h, err := parseHash(hash)
+	if err != nil {
+		return
+	}
+	k := slot(&h)
+	c.dropGraced(h) // rare: reload those rather than follow them
+	c.stripe(k).Add(1)
+	gen := c.current(k)
+	e, ok := c.rc.Get(k)
+	if !ok || e.hash != h || e.neg || e.epoch != gen.epoch || !c.now().Before(e.until) || e.Key == nil {
+		return
+	}
+	nk := *e.Key
+	nk.Spend = spend
+	nk.BudgetResetAt = &resetAt
+	ne := newEntry(e.hash, e.Hash, &nk, e.until, e.epoch)
+	if !c.rc.SetWithTTL(k, ne, 1, ne.until.Sub(c.now())) || !c.still(gen, k, false) {
+		c.rc.Del(k)
+	}
+}
