@@ -45,6 +45,11 @@ func (s *Store) migrate(ctx context.Context) (err error) {
 		return err
 	}
 	defer conn.Release()
+	// Waiting for another replica's migration and building on a large table
+	// may take longer than the pool's statement_timeout.
+	if _, err := conn.Exec(ctx, `SET statement_timeout = 0`); err != nil {
+		return fmt.Errorf("disable statement_timeout: %w", err)
+	}
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, migrationLockKey); err != nil {
 		return fmt.Errorf("advisory lock: %w", err)
 	}
@@ -93,7 +98,14 @@ func (s *Store) migrate(ctx context.Context) (err error) {
 		}
 		s.log.Info("postgres: applied migration", "migration", m.Name)
 	}
-	return s.ensureAliasIndex(ctx, conn.Conn())
+	if err := s.ensureAliasIndex(ctx, conn.Conn()); err != nil {
+		return err
+	}
+	// Back to the pool's statement_timeout before the connection is reused.
+	if _, err := conn.Exec(ctx, `RESET statement_timeout`); err != nil {
+		return fmt.Errorf("reset statement_timeout: %w", err)
+	}
+	return nil
 }
 
 // ensureAliasIndex makes key_alias unique with an index if the data allows;

@@ -41,7 +41,16 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// MaxConns caps the pool; 0 means 10.
 	MaxConns int32
+	// StatementTimeout is the server-side statement_timeout of every pool
+	// connection: Postgres itself cancels a statement running longer (a
+	// lock held elsewhere, a hung server), even when the client has gone.
+	// 0 means DefaultStatementTimeout; a statement_timeout set in the URL
+	// wins. Migrations run without it.
+	StatementTimeout time.Duration
 }
+
+// DefaultStatementTimeout is Config.StatementTimeout's zero value.
+const DefaultStatementTimeout = 5 * time.Second
 
 // Pool limits besides MaxConns.
 const (
@@ -106,6 +115,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	feedCfg := pcfg.ConnConfig.Copy()
 	feedCfg.RuntimeParams["application_name"] = feedApplicationName
+	if _, ok := pcfg.ConnConfig.RuntimeParams["statement_timeout"]; !ok {
+		st := cfg.StatementTimeout
+		if st <= 0 {
+			st = DefaultStatementTimeout
+		}
+		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(st.Milliseconds())
+	}
 
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
