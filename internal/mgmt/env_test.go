@@ -78,10 +78,11 @@ type state struct {
 	raws        []string // every raw key the test has seen, to scan logs and audits for
 }
 
-func newEnv(t *testing.T, st mgmt.Store) *env {
+// newEnv serves an API over st; opts may adjust its Config.
+func newEnv(t *testing.T, st mgmt.Store, opts ...func(*mgmt.Config)) *env {
 	t.Helper()
 	e := &env{t: t, state: &state{st: st, logs: &syncBuffer{}}}
-	api, err := mgmt.New(mgmt.Config{
+	cfg := mgmt.Config{
 		Store:      st,
 		MasterKey:  master,
 		Logger:     slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -93,7 +94,11 @@ func newEnv(t *testing.T, st mgmt.Store) *env {
 		},
 		MaxBodyBytes: 64 << 10,
 		Now:          func() time.Time { return time.Now().Add(time.Duration(e.offset.Load())) },
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	api, err := mgmt.New(cfg)
 	if err != nil {
 		t.Fatalf("mgmt.New: %v", err)
 	}
