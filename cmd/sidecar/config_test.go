@@ -24,7 +24,8 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 		{"defaults", nil, nil, func(t *testing.T, c *Config) {
 			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
 				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
-				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second}
+				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second,
+				MgmtTimeout: 10 * time.Second, DBStatementTimeout: 5 * time.Second}
 			if *c != want {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
@@ -57,7 +58,7 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 					t.Errorf("flags not preferred: %+v", *c)
 				}
 			}},
-		{"postgresql scheme", []string{"--database-url", "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"}, nil, func(t *testing.T, c *Config) {
+		{"postgresql scheme", []string{"--master-key", "sk-m", "--database-url", "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"}, nil, func(t *testing.T, c *Config) {
 			if c.DatabaseURL == "" {
 				t.Error("DatabaseURL empty")
 			}
@@ -97,6 +98,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad header", []string{"--key-header", "x key"}, nil, []string{`--key-header: "x key"`}},
 		{"tiny body cap", []string{"--max-body-bytes", "10"}, nil, []string{"--max-body-bytes"}},
 		{"bad cache size", []string{"--cache-max-keys", "0"}, nil, []string{"--cache-max-keys"}},
+		{"postgres without master key", []string{"--database-url", "postgres://h/db"}, nil, []string{"--master-key", "required with --database-url"}},
+		{"zero mgmt timeout", []string{"--mgmt-timeout", "0s"}, nil, []string{"--mgmt-timeout"}},
+		{"negative statement timeout", nil, map[string]string{"SIDECAR_DB_STATEMENT_TIMEOUT": "-1s"}, []string{"--db-statement-timeout"}},
 		{"all errors at once", []string{"--log-level", "x", "--log-format", "y", "--grpc-addr", "z"}, nil,
 			[]string{"--log-level", "--log-format", "--grpc-addr"}},
 	}

@@ -62,7 +62,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, err
 	}
 	api, err := mgmt.New(mgmt.Config{
-		Store: st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes,
+		Store: st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes, RequestTimeout: cfg.MgmtTimeout,
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
 		Invalidate: kc.Invalidate,

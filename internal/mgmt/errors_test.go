@@ -6,12 +6,9 @@ import (
 	"database/sql"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -337,12 +334,12 @@ func TestDatabaseHangAnswers503(t *testing.T) {
 // 503 with a clear message, never 500; it recovers when the database is back.
 func TestDatabaseOutageAnswers503(t *testing.T) {
 	u := pgtest.URL(t)
-	p := newTCPProxy(t, u)
-	st := openPostgres(t, p.url)
+	p := pgtest.NewProxy(t, u)
+	st := openPostgres(t, p.URL)
 	e := newEnv(t, st)
 	_, h, _ := e.generate(`{}`)
 
-	p.down()
+	p.Down()
 	for _, c := range []struct{ method, path, body string }{
 		{"GET", "/key/info?key=" + h, ""},
 		{"POST", "/key/block", `{"key":"` + h + `"}`},
@@ -356,7 +353,7 @@ func TestDatabaseOutageAnswers503(t *testing.T) {
 		r := e.call("GET", "/key/info", keys.Generate(), "")
 		checkUnavailable(t, r)
 	})
-	p.up()
+	p.Up(t)
 	e.admin("POST", "/key/block", `{"key":"`+h+`"}`, 200)
 }
 
@@ -389,92 +386,4 @@ func checkUnavailable(t *testing.T, r resp) {
 	if r.header.Get("Retry-After") == "" {
 		t.Errorf("503 without Retry-After")
 	}
-}
-
-// tcpProxy forwards to the Postgres server of a URL; down cuts every
-// connection and refuses new ones (an outage), up serves again.
-type tcpProxy struct {
-	url    string
-	target string
-	addr   string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]bool
-}
-
-func newTCPProxy(t *testing.T, dbURL string) *tcpProxy {
-	t.Helper()
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{target: u.Host, conns: map[net.Conn]bool{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = ln.Addr().String()
-	u.Host = p.addr
-	p.url = u.String()
-	p.serve(ln)
-	t.Cleanup(p.down)
-	return p
-}
-
-func (p *tcpProxy) serve(ln net.Listener) {
-	p.mu.Lock()
-	p.ln = ln
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.pipe(c)
-		}
-	}()
-}
-
-func (p *tcpProxy) pipe(c net.Conn) {
-	s, err := net.Dial("tcp", p.target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	p.mu.Lock()
-	if p.ln == nil { // went down meanwhile
-		p.mu.Unlock()
-		c.Close()
-		s.Close()
-		return
-	}
-	p.conns[c], p.conns[s] = true, true
-	p.mu.Unlock()
-	go func() { _, _ = io.Copy(s, c); s.Close(); c.Close() }()
-	_, _ = io.Copy(c, s)
-	c.Close()
-	s.Close()
-}
-
-func (p *tcpProxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-func (p *tcpProxy) up() {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		panic(err) // the port was ours a moment ago
-	}
-	p.serve(ln)
 }
