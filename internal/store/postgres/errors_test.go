@@ -88,7 +88,6 @@ func unavailableCheck(t *testing.T, got error) {
 	}
 }
 
-
 // TestStatementTimeoutIsServerSide: a statement blocked by a lock held
 // elsewhere is cancelled by Postgres after Config.StatementTimeout, even
 // when the caller's context has no deadline, and reads as ErrUnavailable.
