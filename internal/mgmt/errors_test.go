@@ -27,6 +27,8 @@ type rawDB struct {
 	st    mgmt.Store
 	exec  func(t *testing.T, q string)
 	query func(t *testing.T, q string) string // one text value
+	// lock takes the whole database until release (sqlite only).
+	lock func(t *testing.T) (release func())
 }
 
 // rawBackends opens each backend with a raw connection beside it. SQL
@@ -61,6 +63,20 @@ var rawBackends = []struct {
 					t.Fatalf("%s: %v", q, err)
 				}
 				return s
+			},
+			func(t *testing.T) func() {
+				t.Helper()
+				c, err := db.Conn(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.ExecContext(context.Background(), `BEGIN EXCLUSIVE`); err != nil {
+					t.Fatal(err)
+				}
+				return func() {
+					_, _ = c.ExecContext(context.Background(), `ROLLBACK`)
+					_ = c.Close()
+				}
 			}}
 	}},
 	{"postgres", func(t *testing.T) rawDB {
@@ -85,7 +101,7 @@ var rawBackends = []struct {
 					t.Fatalf("%s: %v", q, err)
 				}
 				return s
-			}}
+			}, nil}
 	}},
 }
 
@@ -395,4 +411,17 @@ func checkUnavailable(t *testing.T, r resp) {
 	if r.header.Get("Retry-After") == "" {
 		t.Errorf("503 without Retry-After")
 	}
+}
+
+// TestEmbeddedStoreLockedAnswers503: the embedded store's file locked by
+// another connection (a backup tool, sqlite3 in a shell) answers 503, not
+// 500, and the API serves again once the lock is gone.
+func TestEmbeddedStoreLockedAnswers503(t *testing.T) {
+	db := rawBackends[0].open(t)
+	e := newEnv(t, db.st, func(c *mgmt.Config) { c.RequestTimeout = 300 * time.Millisecond })
+	_, h, _ := e.generate(`{}`)
+	release := db.lock(t)
+	checkUnavailable(t, callBounded(t, e, "POST", "/key/block", `{"key":"`+h+`"}`))
+	release()
+	e.admin("POST", "/key/block", `{"key":"`+h+`"}`, 200)
 }
