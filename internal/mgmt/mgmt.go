@@ -16,6 +16,10 @@
 //   - an explicit null for one of those metadata-bound fields in /key/update
 //     removes it from metadata (LiteLLM ignores it).
 //   - bad durations answer 400 naming the field (LiteLLM answers 500).
+//   - a missing foreign-key row (budget_id, organization_id) answers 400
+//     naming the field, and a store that is down or slower than
+//     Config.RequestTimeout answers 503 no_db_connection (LiteLLM: 500).
+//   - NaN or Infinity in spend/max_budget render as null.
 package mgmt
 
 import (

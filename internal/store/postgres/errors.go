@@ -94,8 +94,7 @@ func unavailable(err error) bool {
 		return true
 	}
 	// pgx reports a connection it already closed by message only.
-	msg := err.Error()
-	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "conn busy")
+	return strings.Contains(err.Error(), "conn closed")
 }
 
 // conflict names the unique field a 23505 on the key table collided on.
