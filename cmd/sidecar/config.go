@@ -22,7 +22,8 @@ import (
 // what its zero value means; parseConfig fills the documented defaults.
 type Config struct {
 	// MasterKey is the admin credential. Empty after parsing means "load the
-	// one kept in DataDir, or generate and keep one".
+	// one kept in DataDir, or generate and keep one" (embedded store only:
+	// with DatabaseURL it is required, so every replica shares one key).
 	MasterKey string
 	// DatabaseURL selects the store: a postgres:// (or postgresql://) URL
 	// selects Postgres; empty selects the embedded SQLite store in DataDir.
@@ -59,6 +60,12 @@ type Config struct {
 	CacheTTL time.Duration
 	// LookupTimeout bounds one store lookup made by the Check on a cache miss.
 	LookupTimeout time.Duration
+	// MgmtTimeout bounds the store work of one management API request; past
+	// it the request answers 503 (no_db_connection).
+	MgmtTimeout time.Duration
+	// DBStatementTimeout is Postgres's server-side statement_timeout for the
+	// pool (a statement_timeout in DatabaseURL wins).
+	DBStatementTimeout time.Duration
 	// KeyHeader, when set, is the only header the Check reads the key from,
 	// replacing LiteLLM's list.
 	KeyHeader string
@@ -210,7 +217,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 
 	var logLevel string
 	var cacheMax int64
-	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
+	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; required with --database-url; with the embedded store generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
 	str(&c.DatabaseURL, "database-url", "", "postgres:// URL of the key database; empty = embedded store in the data dir", "DATABASE_URL")
 	str(&c.FeedDatabaseURL, "feed-database-url", "", "postgres:// URL the change-feed listener uses (LISTEN needs a session: set a direct URL when --database-url goes through PgBouncer transaction pooling); empty = --database-url", "SIDECAR_FEED_DATABASE_URL")
 	var migrate bool
@@ -225,6 +232,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.NegativeTTL, "negative-ttl", 5*time.Second, "how long an unknown key is remembered as unknown", "SIDECAR_NEGATIVE_TTL")
 	dur(&c.CacheTTL, "cache-ttl", 5*time.Minute, "safety TTL of a cached key (invalidation is by change feed; this bounds staleness if a notification is ever lost)", "SIDECAR_CACHE_TTL")
 	dur(&c.LookupTimeout, "lookup-timeout", 500*time.Millisecond, "bound on one store lookup made by the Check on a cache miss", "SIDECAR_LOOKUP_TIMEOUT")
+	dur(&c.MgmtTimeout, "mgmt-timeout", 10*time.Second, "bound on the store work of one management API request (503 beyond)", "SIDECAR_MGMT_TIMEOUT")
+	dur(&c.DBStatementTimeout, "db-statement-timeout", 5*time.Second, "Postgres statement_timeout of the sidecar's pool connections", "SIDECAR_DB_STATEMENT_TIMEOUT")
 	str(&c.KeyHeader, "key-header", "", "read the key only from this header instead of LiteLLM's list", "SIDECAR_KEY_HEADER")
 	str(&c.ModelHeader, "model-header", "", "header carrying the model when the body and path do not", "SIDECAR_MODEL_HEADER")
 	str(&c.IdentityHeaderPrefix, "identity-header-prefix", "x-litellm-", "prefix of the identity headers set upstream on allow", "SIDECAR_IDENTITY_HEADER_PREFIX")
@@ -296,6 +305,10 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		if err := validateDatabaseURL(c.DatabaseURL); err != nil {
 			errs = append(errs, err)
 		}
+		if c.MasterKey == "" {
+			// A generated key would be each replica's own.
+			errs = append(errs, errors.New("--master-key (or SIDECAR_MASTER_KEY / LITELLM_MASTER_KEY) is required with --database-url: every replica must share one master key"))
+		}
 	}
 	c.NoMigrate = !migrate
 	if c.FeedDatabaseURL != "" {
@@ -326,6 +339,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}{
 		{"--negative-ttl", c.NegativeTTL, false}, {"--cache-ttl", c.CacheTTL, false},
 		{"--lookup-timeout", c.LookupTimeout, false}, {"--budget-reset-interval", c.BudgetResetInterval, false},
+		{"--mgmt-timeout", c.MgmtTimeout, false}, {"--db-statement-timeout", c.DBStatementTimeout, false},
 		{"--shutdown-timeout", c.ShutdownTimeout, false}, {"--shutdown-delay", c.ShutdownDelay, true},
 		{"--feed-heartbeat", c.FeedHeartbeat, false},
 	} {

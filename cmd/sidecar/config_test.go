@@ -27,7 +27,8 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
 				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
 				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second,
-				DecisionLog: "off", DecisionLogSample: 0.01, GRPCMetrics: true, FeedHeartbeat: 5 * time.Second}
+				DecisionLog: "off", DecisionLogSample: 0.01, GRPCMetrics: true, FeedHeartbeat: 5 * time.Second,
+				MgmtTimeout: 10 * time.Second, DBStatementTimeout: 5 * time.Second}
 			if !reflect.DeepEqual(*c, want) {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
@@ -65,7 +66,7 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 				t.Errorf("WebhookURLs %q secret %q", c.WebhookURLs, c.WebhookSecret)
 			}
 		}},
-		{"feed url and verify-only", []string{"--database-url", "postgres://h/db", "--feed-database-url", "postgres://direct/db", "--migrate=false"}, nil, func(t *testing.T, c *Config) {
+		{"feed url and verify-only", []string{"--master-key", "sk-m", "--database-url", "postgres://h/db", "--feed-database-url", "postgres://direct/db", "--migrate=false"}, nil, func(t *testing.T, c *Config) {
 			if c.FeedDatabaseURL != "postgres://direct/db" || !c.NoMigrate {
 				t.Errorf("feed url %q, no-migrate %v", c.FeedDatabaseURL, c.NoMigrate)
 			}
@@ -75,7 +76,7 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 				t.Errorf("no-migrate %v, heartbeat %v", c.NoMigrate, c.FeedHeartbeat)
 			}
 		}},
-		{"postgresql scheme", []string{"--database-url", "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"}, nil, func(t *testing.T, c *Config) {
+		{"postgresql scheme", []string{"--master-key", "sk-m", "--database-url", "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"}, nil, func(t *testing.T, c *Config) {
 			if c.DatabaseURL == "" {
 				t.Error("DatabaseURL empty")
 			}
@@ -123,6 +124,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad decision sample", []string{"--decision-log-sample", "2"}, nil, []string{"--decision-log-sample"}},
 		{"bad webhook URL", []string{"--webhook-url", "http://ok.example,ftp://no.example"}, nil, []string{`--webhook-url: "ftp://no.example"`}},
 		{"bad env boolean", nil, map[string]string{"SIDECAR_TRUST_FORWARDED": "sure"}, []string{"SIDECAR_TRUST_FORWARDED"}},
+		{"postgres without master key", []string{"--database-url", "postgres://h/db"}, nil, []string{"--master-key", "required with --database-url"}},
+		{"zero mgmt timeout", []string{"--mgmt-timeout", "0s"}, nil, []string{"--mgmt-timeout"}},
+		{"negative statement timeout", nil, map[string]string{"SIDECAR_DB_STATEMENT_TIMEOUT": "-1s"}, []string{"--db-statement-timeout"}},
 		{"all errors at once", []string{"--log-level", "x", "--log-format", "y", "--grpc-addr", "z"}, nil,
 			[]string{"--log-level", "--log-format", "--grpc-addr"}},
 	}

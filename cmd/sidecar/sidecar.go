@@ -46,10 +46,15 @@ type sidecar struct {
 	grpcLn, httpLn net.Listener
 	ready          atomic.Bool
 	closeParts     func()
+	unlock         func() // releases the data dir lock (embedded store); nil otherwise
 }
 
 // newSidecar builds every part and binds both listeners; nothing is served
-// until serve. On error everything built so far is released.
+// until serve. It writes nothing (data dir, master key file, database
+// migrations) until the configuration has been checked and both listeners
+// are bound, so a start that fails on a taken port leaves no trace. The
+// embedded store's data dir is locked for the process's lifetime. On error
+// everything built so far is released.
 func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar, err error) {
 	s := &sidecar{cfg: cfg, reg: prometheus.NewRegistry()}
 	s.log = newLogger(cfg, stderr)
@@ -62,17 +67,41 @@ func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar,
 		}
 	}()
 
-	if err := ensureDataDir(cfg.DataDir); err != nil {
+	// 1. Everything that can be checked without writing.
+	if _, err := loadAccessGroups(cfg.AccessGroupsFile); err != nil {
 		return nil, err
 	}
-	if cfg.MasterKey == "" {
-		if cfg.MasterKey, err = loadOrCreateMasterKey(cfg.DataDir, stderr); err != nil {
+	if s.grpcLn, err = listen(cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	}
+	closers = append(closers, func() { s.grpcLn.Close() })
+	if s.httpLn, err = listen(cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("--http-addr: %w", err)
+	}
+	closers = append(closers, func() { s.httpLn.Close() })
+
+	// 2. The embedded store's data dir: ours alone, then the master key.
+	// Postgres needs no data dir (its master key is required).
+	if cfg.DatabaseURL == "" {
+		if err := ensureDataDir(cfg.DataDir); err != nil {
 			return nil, err
+		}
+		unlock, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, unlock)
+		s.unlock = unlock
+		if cfg.MasterKey == "" {
+			if cfg.MasterKey, err = loadOrCreateMasterKey(cfg.DataDir, stderr); err != nil {
+				return nil, err
+			}
 		}
 	}
 
 	s.reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 
+	// 3. The store (Postgres applies its migrations here) and the parts.
 	if s.store, err = openStore(ctx, cfg, s.log, s.reg); err != nil {
 		return nil, err
 	}
@@ -120,14 +149,6 @@ func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-
-	if s.grpcLn, err = listen(cfg.GRPCAddr); err != nil {
-		return nil, fmt.Errorf("--grpc-addr: %w", err)
-	}
-	closers = append(closers, func() { s.grpcLn.Close() })
-	if s.httpLn, err = listen(cfg.HTTPAddr); err != nil {
-		return nil, fmt.Errorf("--http-addr: %w", err)
-	}
 	return s, nil
 }
 
@@ -135,6 +156,9 @@ func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar,
 // or one of them fails, then shuts down: not ready first, then (after
 // ShutdownDelay) drain within ShutdownTimeout, then close the store.
 func (s *sidecar) serve(ctx context.Context) error {
+	if s.unlock != nil {
+		defer s.unlock() // after the store is closed
+	}
 	defer s.store.Close()
 	defer s.closeParts()
 	g, gctx := errgroup.WithContext(ctx)
@@ -200,24 +224,44 @@ func (s *sidecar) shutdown() {
 	}
 }
 
-// readyz answers 200 when the sidecar is serving and its store answers.
+// readyzStorePing bounds the store check /readyz reports, well inside a
+// Kubernetes probe's default 1 s timeout.
+const readyzStorePing = 300 * time.Millisecond
+
+// readyz answers whether the Check can decide: 200 from the moment the
+// sidecar serves (the store answered at start, the cache follows its feed)
+// until shutdown begins, 503 otherwise. It does not fail while the
+// database is unreachable: cached keys are still decided, and an outage of
+// the shared database would take every replica out of service at once,
+// turning decidable requests into connection errors. The body reports the
+// store's state now, for people and monitoring.
 func (s *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
 	if !s.ready.Load() {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, "not ready: shutting down or starting\n")
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	var b strings.Builder
+	b.WriteString("ok\n")
+	ctx, cancel := context.WithTimeout(r.Context(), readyzStorePing)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		io.WriteString(w, "not ready: store does not answer\n")
-		s.log.Warn("readiness: store ping failed", "err", err)
-		return
+		b.WriteString("store: unreachable: cached keys are still decided; keys not in the cache are denied (503) until it answers\n")
+		s.log.Warn("readiness: store does not answer; still ready (cached keys are decided)", "err", err)
+	} else {
+		b.WriteString("store: ok\n")
 	}
-	io.WriteString(w, "ok\n")
-	writeFeedDetail(w, s.store)
+	if f, ok := s.store.(interface{ FeedConnected() bool }); ok {
+		if f.FeedConnected() {
+			b.WriteString("change feed: connected\n")
+		} else {
+			b.WriteString("change feed: reconnecting (the cache is purged when it is back)\n")
+		}
+	}
+	writeFeedDetail(&b, s.store)
+	io.WriteString(w, b.String())
 }
 
 func storeKind(cfg *Config) string {
@@ -235,7 +279,7 @@ func openStore(ctx context.Context, cfg *Config, log *slog.Logger, reg prometheu
 	defer cancel()
 	if cfg.DatabaseURL != "" {
 		st, err := postgres.Open(ctx, postgres.Config{URL: cfg.DatabaseURL, FeedURL: cfg.FeedDatabaseURL, VerifyOnly: cfg.NoMigrate,
-			HeartbeatInterval: cfg.FeedHeartbeat, Logger: log, Registerer: reg})
+			HeartbeatInterval: cfg.FeedHeartbeat, Logger: log, Registerer: reg, StatementTimeout: cfg.DBStatementTimeout})
 		if err != nil {
 			return nil, fmt.Errorf("open store: %w", err)
 		}

@@ -25,6 +25,7 @@ const (
 	TypeBudgetExceeded       = "budget_exceeded"
 	TypeRateLimit            = "rate_limit_error"
 	TypeRequestTooLarge      = "request_too_large"
+	TypeNoDBConnection       = "no_db_connection"
 )
 
 // Error is one LiteLLM error. Param nil encodes as JSON null.

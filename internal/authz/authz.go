@@ -325,7 +325,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 		if !e.BudgetResetAt.IsZero() && !now.Before(e.BudgetResetAt) {
 			spend = 0 // past its reset: reset, even before the job has written it
 		}
-		if max := e.Budget(now); spend >= max {
+		if max := e.Budget(now); overBudget(spend, max) {
 			return deny(ReasonBudget, apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",
 				"Budget has been exceeded! Current cost: "+pyFloat(spend)+", Max budget: "+pyFloat(max)))
 		}

@@ -28,6 +28,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -358,6 +359,9 @@ func number(v any) (float64, bool) {
 		return float64(n), true
 	case int64:
 		return float64(n), true
+	case json.Number: // the stores decode JSON columns losslessly
+		f, err := n.Float64()
+		return f, err == nil
 	}
 	return 0, false
 }

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -302,5 +303,87 @@ func FuzzModelRules(f *testing.F) {
 			t.Fatalf("a list containing %q does not allow it", model)
 		}
 		_ = ModelAllowed([]string{pattern}, map[string]any{model: pattern}, AccessGroups{pattern: {model}}, model)
+	})
+}
+
+func TestCheckRanges(t *testing.T) {
+	max, over := int64(MaxInt4), int64(MaxInt4)+1
+	for _, tc := range []struct {
+		name  string
+		k     Key
+		field string // "" = valid
+	}{
+		{"empty", Key{}, ""},
+		{"largest max_parallel_requests", Key{MaxParallelRequests: &max}, ""},
+		{"max_parallel_requests above int4", Key{MaxParallelRequests: &over}, "max_parallel_requests"},
+		{"rotation_count above int4", Key{RotationCount: over}, "rotation_count"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckRanges(&tc.k)
+			var ie *InvalidError
+			switch {
+			case tc.field == "" && err != nil:
+				t.Errorf("CheckRanges = %v", err)
+			case tc.field != "" && (!errors.As(err, &ie) || ie.Field != tc.field || !errors.Is(err, ErrInvalid)):
+				t.Errorf("CheckRanges = %v, want InvalidError on %s", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestDecodeObject(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string // want "" = error
+	}{
+		{``, `{}`},
+		{`null`, `{}`},
+		{`{}`, `{}`},
+		{`{"big": 12345678901234567890, "odd": 9007199254740993, "f": 1.50, "e": 1e400}`, `{"big":12345678901234567890,"e":1e400,"f":1.50,"odd":9007199254740993}`},
+		{`{"a": {"b": [1, 2.0]}}`, `{"a":{"b":[1,2.0]}}`},
+		{`[1]`, ``},
+		{`{} {}`, ``},
+		{`{"a":`, ``},
+	} {
+		m, err := DecodeObject([]byte(tc.in))
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("DecodeObject(%q) = %v, want an error", tc.in, m)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("DecodeObject(%q): %v", tc.in, err)
+			continue
+		}
+		b, err := json.Marshal(m)
+		if err != nil || string(b) != tc.want {
+			t.Errorf("DecodeObject(%q) re-encodes as %s (%v), want %s", tc.in, b, err, tc.want)
+		}
+	}
+}
+
+// FuzzDecodeObject: whatever a JSON column holds, decoding never panics,
+// and what it decodes re-encodes to JSON that decodes to the same value.
+func FuzzDecodeObject(f *testing.F) {
+	for _, s := range []string{`{}`, `null`, `{"big": 12345678901234567890}`, `{"a": [1, {"b": -0.0e-5}]}`, `[1]`, `{"a":"\u0000"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeObject(b)
+		if err != nil {
+			return
+		}
+		out, err := json.Marshal(m)
+		if err != nil {
+			t.Fatalf("decoded %q does not re-encode: %v", b, err)
+		}
+		m2, err := DecodeObject(out)
+		if err != nil {
+			t.Fatalf("re-encoded %s does not decode: %v", out, err)
+		}
+		out2, _ := json.Marshal(m2)
+		if string(out) != string(out2) {
+			t.Fatalf("not stable: %s then %s", out, out2)
+		}
 	})
 }

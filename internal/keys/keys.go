@@ -7,10 +7,12 @@
 package keys
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -24,9 +26,55 @@ var (
 	// ErrConflict: a uniqueness rule was violated (token or key_alias).
 	// Backends wrap it in a *ConflictError naming the field.
 	ErrConflict = errors.New("conflict")
-	// ErrInvalid: input that fails a domain rule (bad duration, bad custom key).
+	// ErrInvalid: input that fails a domain rule (bad duration, bad custom key)
+	// or that a column cannot hold (a number out of its range). Backends
+	// wrap it in an *InvalidError naming the field when they can tell it.
 	ErrInvalid = errors.New("invalid")
+	// ErrNoReference: a column refers to a row that does not exist (a
+	// foreign key such as budget_id or organization_id on LiteLLM's
+	// tables). Backends wrap it in a *ReferenceError naming the field.
+	ErrNoReference = errors.New("referenced row does not exist")
+	// ErrUnavailable: the store could not answer: it is unreachable, the
+	// connection broke, or the statement ran past its timeout. The request
+	// may succeed when retried; nothing about the input is wrong.
+	ErrUnavailable = errors.New("store unavailable")
 )
+
+// ReferenceError names the field whose value refers to a missing row.
+// errors.Is(err, ErrNoReference) is true for it.
+type ReferenceError struct {
+	Field string // e.g. "budget_id", "organization_id"
+	Value string // the value that refers to nothing ("" when unknown)
+	Table string // the table it should be in ("" when unknown)
+}
+
+func (e *ReferenceError) Error() string {
+	s := e.Field + " " + e.Value + ": no such row"
+	if e.Table != "" {
+		s += " in " + e.Table
+	}
+	return s
+}
+
+// Unwrap makes errors.Is(err, ErrNoReference) hold.
+func (e *ReferenceError) Unwrap() error { return ErrNoReference }
+
+// InvalidError names the field whose value a rule or a column refused.
+// errors.Is(err, ErrInvalid) is true for it.
+type InvalidError struct {
+	Field  string // "" when the backend cannot tell which field
+	Reason string // e.g. "value out of range for the column"
+}
+
+func (e *InvalidError) Error() string {
+	if e.Field == "" {
+		return e.Reason
+	}
+	return e.Field + ": " + e.Reason
+}
+
+// Unwrap makes errors.Is(err, ErrInvalid) hold.
+func (e *InvalidError) Unwrap() error { return ErrInvalid }
 
 // ConflictError names the unique field that a write collided on.
 // errors.Is(err, ErrConflict) is true for it.
@@ -163,4 +211,44 @@ func Redact(s string) string {
 		return s[:12]
 	}
 	return s
+}
+
+// MaxInt4 is the largest value of a Postgres integer (int4) column:
+// LiteLLM's max_parallel_requests and rotation_count.
+const MaxInt4 = 1<<31 - 1
+
+// CheckRanges reports the first field of k whose value no store column can
+// hold, as an *InvalidError; both stores call it before writing, so a value
+// too large for LiteLLM's schema is refused alike on either backend.
+func CheckRanges(k *Key) error {
+	if v := k.MaxParallelRequests; v != nil && (*v > MaxInt4 || *v < -MaxInt4-1) {
+		return &InvalidError{Field: "max_parallel_requests", Reason: "must be at most 2147483647"}
+	}
+	if k.RotationCount > MaxInt4 || k.RotationCount < -MaxInt4-1 {
+		return &InvalidError{Field: "rotation_count", Reason: "must be at most 2147483647"}
+	}
+	return nil
+}
+
+// DecodeObject decodes a stored JSON object column losslessly: numbers
+// become json.Number, so an integer above 2^53 is written back exactly as
+// it was read. null or empty input is an empty map.
+func DecodeObject(b []byte) (map[string]any, error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || string(b) == "null" {
+		return map[string]any{}, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	if dec.More() {
+		return nil, errors.New("trailing data after the JSON object")
+	}
+	if m == nil {
+		m = map[string]any{}
+	}
+	return m, nil
 }

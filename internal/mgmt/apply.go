@@ -46,6 +46,11 @@ func validate(f *keyFields) (*plan, error) {
 			return nil, badRequest(n.name, fmt.Sprintf("%s cannot be negative. Received: %d", n.name, n.o.V))
 		}
 	}
+	// LiteLLM's column is a Postgres integer (int4); tpm_limit and
+	// rpm_limit are bigint, which every int64 fits.
+	if f.MaxParallelRequests.ok() && f.MaxParallelRequests.V > keys.MaxInt4 {
+		return nil, badRequest("max_parallel_requests", fmt.Sprintf("max_parallel_requests must be at most %d. Received: %d", keys.MaxInt4, f.MaxParallelRequests.V))
+	}
 	if f.Duration.Set {
 		p.expiresSet = true
 		if f.Duration.ok() && f.Duration.V != "-1" {

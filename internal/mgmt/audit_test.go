@@ -97,7 +97,7 @@ func TestAudit(t *testing.T) {
 					t.Errorf("created: before %v after alias %v", a.BeforeValue, a.UpdatedValues["key_alias"])
 				}
 			case keys.ActionUpdated:
-				if a.BeforeValue["max_budget"] != nil || a.UpdatedValues["max_budget"] != 3.0 {
+				if a.BeforeValue["max_budget"] != nil || jsonStr(a.UpdatedValues["max_budget"]) != "3" { // numbers kept exactly (json.Number)
 					t.Errorf("updated: before %v after %v", a.BeforeValue["max_budget"], a.UpdatedValues["max_budget"])
 				}
 			case keys.ActionBlocked:

@@ -31,7 +31,11 @@ func (o *opt[T]) decode(name string, raw json.RawMessage) error {
 		return nil
 	}
 	var v T
-	if err := json.Unmarshal(raw, &v); err != nil {
+	// UseNumber: numbers inside objects (metadata, config, ...) keep their
+	// exact text, so an integer above 2^53 is stored as sent.
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
 		return invalid(name, name+": "+expected(any(&v)))
 	}
 	o.V = v

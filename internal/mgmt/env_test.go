@@ -78,6 +78,7 @@ type state struct {
 	raws        []string // every raw key the test has seen, to scan logs and audits for
 }
 
+// newEnv serves an API over st; opts may adjust its Config.
 func newEnv(t *testing.T, st mgmt.Store, opts ...func(*mgmt.Config)) *env {
 	t.Helper()
 	e := &env{t: t, state: &state{st: st, logs: &syncBuffer{}}}

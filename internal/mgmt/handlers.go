@@ -179,6 +179,9 @@ func (a *API) update(r *http.Request, c *caller) (any, error) {
 	return &updateResponse{keyRow: view(k, now), Key: sent}, nil
 }
 
+// maxOffset bounds /key/list's (page-1)*size.
+const maxOffset = 1 << 40
+
 // maxListItems bounds the keys one /key/delete or /v2/key/info names.
 const maxListItems = 1000
 
@@ -292,7 +295,7 @@ func (a *API) infoV2(r *http.Request, _ *caller) (any, error) {
 		return nil, invalid("keys", "keys: Field required")
 	}
 	now := a.clock()
-	rows := []*keys.Key{}
+	rows := []*wireKey{}
 	for _, s := range l[0].V {
 		k, err := a.st.Get(r.Context(), keys.Ref(s))
 		if errors.Is(err, keys.ErrNotFound) {
@@ -379,8 +382,8 @@ func (a *API) list(r *http.Request, _ *caller) (any, error) {
 	default:
 		return nil, badRequest("sort_order", fmt.Sprintf("Invalid sort_order %q: must be 'asc' or 'desc'", s))
 	}
-	if int64(page-1)*int64(size) > 1<<40 { // an offset no store can serve
-		return nil, invalid("page", "page: Input is too large")
+	if int64(page-1) > maxOffset/int64(size) { // an offset no store can serve (and no overflow computing it)
+		return nil, invalid("page", fmt.Sprintf("page: Input should be less than or equal to %d for size %d", maxOffset/int64(size)+1, size))
 	}
 	res, err := a.st.List(r.Context(), q)
 	if err != nil {
@@ -389,7 +392,7 @@ func (a *API) list(r *http.Request, _ *caller) (any, error) {
 	out := &listResponse{TotalCount: res.Total, CurrentPage: page, TotalPages: (res.Total + size - 1) / size}
 	if full {
 		now := a.clock()
-		rows := make([]*keys.Key, 0, len(res.Keys))
+		rows := make([]*wireKey, 0, len(res.Keys))
 		for _, k := range res.Keys {
 			rows = append(rows, view(k, now))
 		}

@@ -16,6 +16,10 @@
 //   - an explicit null for one of those metadata-bound fields in /key/update
 //     removes it from metadata (LiteLLM ignores it).
 //   - bad durations answer 400 naming the field (LiteLLM answers 500).
+//   - a missing foreign-key row (budget_id, organization_id) answers 400
+//     naming the field, and a store that is down or slower than
+//     Config.RequestTimeout answers 503 no_db_connection (LiteLLM: 500).
+//   - NaN or Infinity in spend/max_budget render as null.
 package mgmt
 
 import (
@@ -86,7 +90,14 @@ type Config struct {
 	Events EventSink
 	// Now is the clock. nil means time.Now.
 	Now func() time.Time
+	// RequestTimeout bounds each request's store work (a context deadline
+	// on every query it makes): a database that hangs answers 503 instead
+	// of holding the request. 0 means DefaultRequestTimeout.
+	RequestTimeout time.Duration
 }
+
+// DefaultRequestTimeout is Config.RequestTimeout's zero value.
+const DefaultRequestTimeout = 10 * time.Second
 
 // API serves the management endpoints. Create it with New.
 type API struct {
@@ -96,6 +107,7 @@ type API struct {
 	invalidate func(hashes ...string)
 	events     EventSink
 	maxBody    int64
+	timeout    time.Duration
 	now        func() time.Time
 	mux        *http.ServeMux
 
@@ -115,6 +127,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("mgmt: MaxBodyBytes %d is negative", cfg.MaxBodyBytes))
 	}
+	if cfg.RequestTimeout < 0 {
+		errs = append(errs, fmt.Errorf("mgmt: RequestTimeout %s is negative", cfg.RequestTimeout))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -125,7 +140,11 @@ func New(cfg Config) (*API, error) {
 		invalidate: cfg.Invalidate,
 		events:     cfg.Events,
 		maxBody:    cfg.MaxBodyBytes,
+		timeout:    cfg.RequestTimeout,
 		now:        cfg.Now,
+	}
+	if a.timeout == 0 {
+		a.timeout = DefaultRequestTimeout
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -270,7 +289,9 @@ func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route, cp **
 	var c *caller
 	if rt.access != public {
 		var err error
-		c, err = a.authenticate(r)
+		actx, cancel := context.WithTimeout(r.Context(), a.timeout) // a virtual key is looked up in the store
+		c, err = a.authenticate(r.WithContext(actx))
+		cancel()
 		if err != nil {
 			return a.writeErr(w, r, err)
 		}
@@ -279,7 +300,9 @@ func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route, cp **
 			return a.writeErr(w, r, errAdminOnly(rt.method+" "+r.URL.Path))
 		}
 	}
-	v, err := rt.h(r, c)
+	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
+	defer cancel()
+	v, err := rt.h(r.WithContext(ctx), c)
 	if err != nil {
 		return a.writeErr(w, r, err)
 	}
@@ -309,6 +332,9 @@ func writeBytes(w http.ResponseWriter, status int, b []byte) int {
 // with detail and answered with a generic 500.
 func (a *API) writeErr(w http.ResponseWriter, r *http.Request, err error) int {
 	e := a.toAPIErr(r, err)
+	if e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	e.Write(w)
 	return e.Status
 }
@@ -317,6 +343,8 @@ func (a *API) toAPIErr(r *http.Request, err error) *apierr.Error {
 	var ae *apierr.Error
 	var ce *keys.ConflictError
 	var mbe *http.MaxBytesError
+	var re *keys.ReferenceError
+	var ie *keys.InvalidError
 	switch {
 	case errors.As(err, &ae):
 		return ae
@@ -327,6 +355,16 @@ func (a *API) toAPIErr(r *http.Request, err error) *apierr.Error {
 		return conflictErr(ce)
 	case errors.Is(err, keys.ErrNotFound):
 		return errKeyNotFound()
+	case errors.As(err, &re):
+		return errReference(re)
+	case errors.As(err, &ie):
+		return apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, ie.Field, "Invalid value: "+ie.Error())
+	case errors.Is(err, keys.ErrInvalid):
+		return apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "", "Invalid value: the database refused it")
+	case errors.Is(err, keys.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		a.log.WarnContext(r.Context(), "management request: key database unavailable",
+			slog.String("method", r.Method), slog.String("path", redactPath(r)), slog.Any("error", err))
+		return errUnavailable
 	}
 	a.log.ErrorContext(r.Context(), "management request failed",
 		slog.String("method", r.Method), slog.String("path", redactPath(r)), slog.Any("error", err))
@@ -360,6 +398,24 @@ func conflictErr(ce *keys.ConflictError) *apierr.Error {
 func errAliasExists(alias string) *apierr.Error {
 	return apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "key_alias",
 		"Key with alias '"+alias+"' already exists. Unique key aliases across all keys are required.")
+}
+
+// errUnavailable answers a store that is down, unreachable or too slow
+// (LiteLLM's no_db_connection type).
+var errUnavailable = apierr.New(http.StatusServiceUnavailable, apierr.TypeNoDBConnection, "",
+	"DB not connected: the key database is unreachable or did not answer within the request timeout. Retry later.")
+
+// errReference names the field whose value refers to a row that does not
+// exist (a foreign key on LiteLLM's tables: budget_id, organization_id).
+func errReference(re *keys.ReferenceError) *apierr.Error {
+	msg := "Invalid " + re.Field + ": '" + re.Value + "' does not exist"
+	if re.Table != "" {
+		msg += " in " + re.Table
+	}
+	if re.Value == "" && re.Table == "" {
+		msg = "Invalid " + re.Field + ": it refers to a row that does not exist"
+	}
+	return apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, re.Field, msg)
 }
 
 func errKeyNotFound() *apierr.Error {

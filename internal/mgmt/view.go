@@ -3,6 +3,7 @@ package mgmt
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"time"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
@@ -24,7 +25,7 @@ func marshal(v any) ([]byte, error) {
 // instead of null, and, when the key's budget_reset_at has passed (and it has
 // not expired), spend 0 and the next reset boundary, as the background reset
 // job will persist.
-func view(k *keys.Key, now time.Time) *keys.Key {
+func view(k *keys.Key, now time.Time) *wireKey {
 	v := *k
 	v.Models = nonNilList(v.Models)
 	v.AllowedCacheControls = nonNilList(v.AllowedCacheControls)
@@ -42,12 +43,41 @@ func view(k *keys.Key, now time.Time) *keys.Key {
 			v.BudgetResetAt = &next
 		}
 	}
-	return &v
+	return wire(&v)
+}
+
+// wireKey is a key as the API renders it: the row, with spend and
+// max_budget shadowed by renderings that survive a non-finite value (NaN or
+// Infinity written by SQL), which JSON cannot carry: those render as null
+// instead of failing the whole response.
+type wireKey struct {
+	*keys.Key
+	Spend     wireFloat  `json:"spend"`
+	MaxBudget *wireFloat `json:"max_budget"`
+}
+
+func wire(k *keys.Key) *wireKey {
+	w := &wireKey{Key: k, Spend: wireFloat(k.Spend)}
+	if k.MaxBudget != nil {
+		m := wireFloat(*k.MaxBudget)
+		w.MaxBudget = &m
+	}
+	return w
+}
+
+// wireFloat is a float64 that renders NaN and ±Inf as null.
+type wireFloat float64
+
+func (f wireFloat) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(f))
 }
 
 // keyRow lets response types embed the row under a name that does not
 // collide with their own "key" field.
-type keyRow = keys.Key
+type keyRow = wireKey
 
 // infoRow is a key without its token (GET /key/info).
 type infoRow struct {
@@ -61,8 +91,8 @@ type infoResponse struct {
 }
 
 type infoV2Response struct {
-	Key  []string    `json:"key"`
-	Info []*keys.Key `json:"info"`
+	Key  []string   `json:"key"`
+	Info []*wireKey `json:"info"`
 }
 
 // updateResponse is /key/update's answer: the key as sent plus the row.
@@ -140,12 +170,12 @@ func rowMap(k *keys.Key) map[string]any {
 	if k == nil {
 		return nil
 	}
-	b, err := json.Marshal(k)
+	b, err := json.Marshal(wire(k))
 	if err != nil {
 		return nil
 	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
+	m, err := keys.DecodeObject(b) // numbers stay exact
+	if err != nil {
 		return nil
 	}
 	return m

@@ -4,8 +4,14 @@
 //
 // Two backends implement it, postgres (production, shared by replicas) and
 // sqlite (embedded, the default); storetest holds the conformance suite both
-// must pass. Backends translate driver errors into keys.ErrNotFound and
-// keys.ErrConflict (*keys.ConflictError).
+// must pass. Backends translate driver errors into keys.ErrNotFound,
+// keys.ErrConflict (*keys.ConflictError), keys.ErrNoReference
+// (*keys.ReferenceError: a foreign key such as budget_id), keys.ErrInvalid
+// (*keys.InvalidError: a value no column can hold, checked with
+// keys.CheckRanges before SQL) and keys.ErrUnavailable (unreachable,
+// broken connection, timeout). JSON object columns are decoded with
+// keys.DecodeObject (numbers as json.Number) and an update writes one only
+// when its value changed.
 package store
 
 import (

@@ -1,6 +1,8 @@
 package postgres
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -58,6 +60,55 @@ func obj(m map[string]any) map[string]any {
 	return m
 }
 
+// jsonColumns are the JSON object columns, with the field each holds.
+// An Update writes one only when its value changed (see columns.args), so
+// a /key/block never rewrites metadata that another writer may own.
+var jsonColumns = map[string]func(k *keys.Key) map[string]any{
+	"aliases":          func(k *keys.Key) map[string]any { return k.Aliases },
+	"config":           func(k *keys.Key) map[string]any { return k.Config },
+	"permissions":      func(k *keys.Key) map[string]any { return k.Permissions },
+	"metadata":         func(k *keys.Key) map[string]any { return k.Metadata },
+	"model_spend":      func(k *keys.Key) map[string]any { return k.ModelSpend },
+	"model_max_budget": func(k *keys.Key) map[string]any { return k.ModelMaxBudget },
+}
+
+// jsonObject scans a JSON object column losslessly (keys.DecodeObject:
+// numbers as json.Number, so integers above 2^53 survive a round trip).
+type jsonObject struct{ p *map[string]any }
+
+func (j jsonObject) Scan(src any) error {
+	var b []byte
+	switch v := src.(type) {
+	case nil:
+		*j.p = nil
+		return nil
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		return fmt.Errorf("cannot scan %T into a JSON object", src)
+	}
+	m, err := keys.DecodeObject(b)
+	if err != nil {
+		return fmt.Errorf("JSON object column: %w", err)
+	}
+	*j.p = m
+	return nil
+}
+
+// jsonSnapshot renders every JSON object column of k, to tell later which
+// ones a change touched.
+func jsonSnapshot(k *keys.Key) map[string][]byte {
+	out := make(map[string][]byte, len(jsonColumns))
+	for name, get := range jsonColumns {
+		if b, err := json.Marshal(obj(get(k))); err == nil {
+			out[name] = b
+		}
+	}
+	return out
+}
+
 func arr(s []string) []string {
 	if s == nil {
 		return []string{}
@@ -75,13 +126,13 @@ var knownColumns = []column{
 	{"spend", func(k *keys.Key) any { return k.Spend }, func(k *keys.Key) any { return nullable[float64]{&k.Spend} }},
 	{"expires", func(k *keys.Key) any { return ts(k.Expires) }, func(k *keys.Key) any { return &k.Expires }},
 	{"models", func(k *keys.Key) any { return arr(k.Models) }, func(k *keys.Key) any { return &k.Models }},
-	{"aliases", func(k *keys.Key) any { return obj(k.Aliases) }, func(k *keys.Key) any { return &k.Aliases }},
-	{"config", func(k *keys.Key) any { return obj(k.Config) }, func(k *keys.Key) any { return &k.Config }},
+	{"aliases", func(k *keys.Key) any { return obj(k.Aliases) }, func(k *keys.Key) any { return jsonObject{&k.Aliases} }},
+	{"config", func(k *keys.Key) any { return obj(k.Config) }, func(k *keys.Key) any { return jsonObject{&k.Config} }},
 	{"user_id", func(k *keys.Key) any { return k.UserID }, func(k *keys.Key) any { return &k.UserID }},
 	{"team_id", func(k *keys.Key) any { return k.TeamID }, func(k *keys.Key) any { return &k.TeamID }},
-	{"permissions", func(k *keys.Key) any { return obj(k.Permissions) }, func(k *keys.Key) any { return &k.Permissions }},
+	{"permissions", func(k *keys.Key) any { return obj(k.Permissions) }, func(k *keys.Key) any { return jsonObject{&k.Permissions} }},
 	{"max_parallel_requests", func(k *keys.Key) any { return k.MaxParallelRequests }, func(k *keys.Key) any { return &k.MaxParallelRequests }},
-	{"metadata", func(k *keys.Key) any { return obj(k.Metadata) }, func(k *keys.Key) any { return &k.Metadata }},
+	{"metadata", func(k *keys.Key) any { return obj(k.Metadata) }, func(k *keys.Key) any { return jsonObject{&k.Metadata} }},
 	{"blocked", func(k *keys.Key) any { return k.Blocked }, func(k *keys.Key) any { return &k.Blocked }},
 	{"tpm_limit", func(k *keys.Key) any { return k.TPMLimit }, func(k *keys.Key) any { return &k.TPMLimit }},
 	{"rpm_limit", func(k *keys.Key) any { return k.RPMLimit }, func(k *keys.Key) any { return &k.RPMLimit }},
@@ -90,8 +141,8 @@ var knownColumns = []column{
 	{"budget_reset_at", func(k *keys.Key) any { return ts(k.BudgetResetAt) }, func(k *keys.Key) any { return &k.BudgetResetAt }},
 	{"allowed_cache_controls", func(k *keys.Key) any { return arr(k.AllowedCacheControls) }, func(k *keys.Key) any { return &k.AllowedCacheControls }},
 	{"allowed_routes", func(k *keys.Key) any { return arr(k.AllowedRoutes) }, func(k *keys.Key) any { return &k.AllowedRoutes }},
-	{"model_spend", func(k *keys.Key) any { return obj(k.ModelSpend) }, func(k *keys.Key) any { return &k.ModelSpend }},
-	{"model_max_budget", func(k *keys.Key) any { return obj(k.ModelMaxBudget) }, func(k *keys.Key) any { return &k.ModelMaxBudget }},
+	{"model_spend", func(k *keys.Key) any { return obj(k.ModelSpend) }, func(k *keys.Key) any { return jsonObject{&k.ModelSpend} }},
+	{"model_max_budget", func(k *keys.Key) any { return obj(k.ModelMaxBudget) }, func(k *keys.Key) any { return jsonObject{&k.ModelMaxBudget} }},
 	{"budget_id", func(k *keys.Key) any { return k.BudgetID }, func(k *keys.Key) any { return &k.BudgetID }},
 	{"organization_id", func(k *keys.Key) any { return k.OrganizationID }, func(k *keys.Key) any { return &k.OrganizationID }},
 	{"created_at", func(k *keys.Key) any { return ts(k.CreatedAt) }, func(k *keys.Key) any { return &k.CreatedAt }},
@@ -113,6 +164,8 @@ type columns struct {
 	selectListT string // t."token", ... (qualified with alias t)
 	// The writes RETURN selectList, so a write returns what a read gives.
 	insertSQL string
+	// updateSQL and moveSQL keep a JSON object column as it is when its
+	// argument is NULL (the columns are NOT NULL, so NULL means "unchanged").
 	updateSQL string // SET every present column except token; WHERE token = last arg
 	moveSQL   string // SET every present column including token; WHERE token = last arg
 }
@@ -139,10 +192,14 @@ func newColumns(existing []string) (*columns, error) {
 		sel = append(sel, q)
 		selT = append(selT, "t."+q)
 		ph = append(ph, fmt.Sprintf("$%d", i+1))
-		move = append(move, fmt.Sprintf("%s = $%d", q, i+1))
+		assign := func(p int) string { return fmt.Sprintf("%s = $%d", q, p) }
+		if _, ok := jsonColumns[kc.name]; ok {
+			assign = func(p int) string { return fmt.Sprintf("%s = COALESCE($%d, %s)", q, p, q) }
+		}
+		move = append(move, assign(i+1))
 		if kc.name != "token" {
 			n++
-			set = append(set, fmt.Sprintf("%s = $%d", q, n))
+			set = append(set, assign(n))
 		}
 	}
 	c.selectList = strings.Join(sel, ", ")
@@ -155,12 +212,20 @@ func newColumns(existing []string) (*columns, error) {
 
 func (c *columns) missing() []string { return c.absent }
 
-// args returns the values of every present column, in order.
-func (c *columns) args(k *keys.Key, withToken bool) []any {
+// args returns the values of every present column, in order. A JSON object
+// column whose rendering equals before's is nil: updateSQL and moveSQL then
+// keep the stored value byte for byte. before may be nil (write all).
+func (c *columns) args(k *keys.Key, withToken bool, before map[string][]byte) []any {
 	out := make([]any, 0, len(c.cols)+1)
 	for _, kc := range c.cols {
 		if kc.name == "token" && !withToken {
 			continue
+		}
+		if get, ok := jsonColumns[kc.name]; ok && before != nil {
+			if b, err := json.Marshal(obj(get(k))); err == nil && bytes.Equal(b, before[kc.name]) {
+				out = append(out, nil)
+				continue
+			}
 		}
 		out = append(out, kc.arg(k))
 	}

@@ -5,6 +5,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -114,6 +115,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		return err
 	}
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Waiting for another replica's migration, or creating objects on a
+		// large database, may take longer than the pool's statement_timeout.
+		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
+			return fmt.Errorf("disable statement_timeout: %w", err)
+		}
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockKey); err != nil {
 			return fmt.Errorf("advisory lock: %w", err)
 		}
@@ -237,6 +243,8 @@ func (st *dbState) requireLiteLLM() error {
 // bootstrapLiteLLM applies LiteLLM's schema dump. The dump names schema
 // public and empties search_path for the session; here it does so for the
 // transaction only, and search_path is restored after.
+var dumpSet = regexp.MustCompile(`(?m)^SET `)
+
 func bootstrapLiteLLM(ctx context.Context, tx pgx.Tx, schema string) error {
 	if schema != "public" {
 		return fmt.Errorf("empty database, current schema %q: the sidecar creates LiteLLM's tables only in schema public (where LiteLLM's migrations put them); create them with LiteLLM, or use schema public", schema)
@@ -246,6 +254,9 @@ func bootstrapLiteLLM(ctx context.Context, tx pgx.Tx, schema string) error {
 		return errors.New("LiteLLM schema: unexpected search_path settings in the embedded dump")
 	}
 	sql := strings.ReplaceAll(litellm.Schema, sessionWide, `SELECT pg_catalog.set_config('search_path', '', true);`)
+	// pg_dump's SETs (statement_timeout = 0, lock_timeout, ...) would
+	// outlive the transaction on this pooled connection: make them local.
+	sql = dumpSet.ReplaceAllString(sql, "SET LOCAL ")
 	var path string
 	if err := tx.QueryRow(ctx, `SELECT current_setting('search_path')`).Scan(&path); err != nil {
 		return err

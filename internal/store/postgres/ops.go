@@ -2,15 +2,14 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/store"
@@ -20,30 +19,6 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
 
 // utcNow is the database's current time as a UTC TIMESTAMP.
 const utcNow = `(now() AT TIME ZONE 'UTC')`
-
-// mapErr turns a unique violation on the key table into a
-// *keys.ConflictError, telling the field by constraint name.
-func mapErr(err error, k *keys.Key) error {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || pgErr.Code != "23505" || pgErr.TableName != keyTableName {
-		return err
-	}
-	switch {
-	case strings.Contains(pgErr.ConstraintName, "key_alias"):
-		v := ""
-		if k != nil && k.KeyAlias != nil {
-			v = *k.KeyAlias
-		}
-		return &keys.ConflictError{Field: "key_alias", Value: v}
-	case strings.HasSuffix(pgErr.ConstraintName, "_pkey"):
-		v := ""
-		if k != nil {
-			v = k.Token
-		}
-		return &keys.ConflictError{Field: "token", Value: v}
-	}
-	return err
-}
 
 // checkAlias enforces key_alias uniqueness without an index on LiteLLM's
 // table (LiteLLM has none, and Prisma would drop ours): under a per-alias
@@ -84,19 +59,22 @@ func (s *Store) Create(ctx context.Context, k *keys.Key) error {
 	if k.UpdatedAt == nil {
 		k.UpdatedAt = &t
 	}
+	if err := keys.CheckRanges(k); err != nil {
+		return fmt.Errorf("postgres: create %s: %w", keys.Redact(k.Token), err)
+	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := s.checkAlias(ctx, tx, k.KeyAlias, k.Token); err != nil {
 			return err
 		}
-		got, err := s.cols.scan(tx.QueryRow(ctx, s.cols.insertSQL, s.cols.args(k, true)...), false)
+		got, err := s.cols.scan(tx.QueryRow(ctx, s.cols.insertSQL, s.cols.args(k, true, nil)...), false)
 		if err != nil {
-			return mapErr(err, k)
+			return translate(err, k)
 		}
 		*k = *got
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("postgres: create %s: %w", keys.Redact(k.Token), err)
+		return fmt.Errorf("postgres: create %s: %w", keys.Redact(k.Token), translate(err, k))
 	}
 	return nil
 }
@@ -126,7 +104,7 @@ func (s *Store) get(ctx context.Context, q pgx.Tx, col, v string, lock bool) (*k
 func (s *Store) Get(ctx context.Context, hash string) (*keys.Key, error) {
 	k, err := s.get(ctx, nil, "token", hash, false)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: get %s: %w", keys.Redact(hash), err)
+		return nil, fmt.Errorf("postgres: get %s: %w", keys.Redact(hash), translate(err, nil))
 	}
 	return k, nil
 }
@@ -138,7 +116,7 @@ func (s *Store) GetByAlias(ctx context.Context, alias string) (*keys.Key, error)
 	}
 	k, err := s.get(ctx, nil, "key_alias", alias, false)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: get by alias: %w", err)
+		return nil, fmt.Errorf("postgres: get by alias: %w", translate(err, nil))
 	}
 	return k, nil
 }
@@ -156,7 +134,7 @@ func (s *Store) Lookup(ctx context.Context, hash string) (*keys.Key, error) {
 		err = keys.ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("postgres: lookup %s: %w", keys.Redact(hash), err)
+		return nil, fmt.Errorf("postgres: lookup %s: %w", keys.Redact(hash), translate(err, nil))
 	}
 	return k, nil
 }
@@ -170,9 +148,12 @@ func (s *Store) Update(ctx context.Context, hash string, fn func(k *keys.Key) er
 		if err != nil {
 			return fmt.Errorf("postgres: update %s: %w", keys.Redact(hash), err)
 		}
-		oldAlias := k.KeyAlias
+		oldAlias, before := k.KeyAlias, jsonSnapshot(k)
 		if err := fn(k); err != nil {
 			return err
+		}
+		if err := keys.CheckRanges(k); err != nil {
+			return fmt.Errorf("postgres: update %s: %w", keys.Redact(hash), err)
 		}
 		k.Token, k.GraceUntil = hash, nil
 		t := now()
@@ -182,14 +163,14 @@ func (s *Store) Update(ctx context.Context, hash string, fn func(k *keys.Key) er
 				return fmt.Errorf("postgres: update %s: %w", keys.Redact(hash), err)
 			}
 		}
-		out, err = s.cols.scan(tx.QueryRow(ctx, s.cols.updateSQL, append(s.cols.args(k, false), hash)...), false)
+		out, err = s.cols.scan(tx.QueryRow(ctx, s.cols.updateSQL, append(s.cols.args(k, false, before), hash)...), false)
 		if err != nil {
-			return fmt.Errorf("postgres: update %s: %w", keys.Redact(hash), mapErr(err, k))
+			return fmt.Errorf("postgres: update %s: %w", keys.Redact(hash), translate(err, k))
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, translate(err, nil)
 	}
 	return out, nil
 }
@@ -225,7 +206,7 @@ func (s *Store) Delete(ctx context.Context, hashes []string) ([]*keys.Key, error
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("postgres: delete: %w", err)
+		return nil, fmt.Errorf("postgres: delete: %w", translate(err, nil))
 	}
 	return out, nil
 }
@@ -257,6 +238,9 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) (store.ListResult, 
 	page, size := max(q.Page, 1), q.Size
 	if size < 1 {
 		size = 10
+	}
+	if int64(page-1) > math.MaxInt64/int64(size) { // the offset would overflow
+		return store.ListResult{}, fmt.Errorf("postgres: list: %w", &keys.InvalidError{Field: "page", Reason: "too large for the page size"})
 	}
 	var where []string
 	var args []any
@@ -298,7 +282,7 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) (store.ListResult, 
 		return err
 	})
 	if err != nil {
-		return store.ListResult{}, fmt.Errorf("postgres: list: %w", err)
+		return store.ListResult{}, fmt.Errorf("postgres: list: %w", translate(err, nil))
 	}
 	if res.Keys == nil {
 		res.Keys = []*keys.Key{}
@@ -331,11 +315,14 @@ func (s *Store) Regenerate(ctx context.Context, oldHash, newHash string, graceUn
 		if err != nil {
 			return fmt.Errorf("postgres: regenerate %s: %w", keys.Redact(oldHash), err)
 		}
-		oldAlias := k.KeyAlias
+		oldAlias, before := k.KeyAlias, jsonSnapshot(k)
 		if fn != nil {
 			if err := fn(k); err != nil {
 				return err
 			}
+		}
+		if err := keys.CheckRanges(k); err != nil {
+			return fmt.Errorf("postgres: regenerate %s: %w", keys.Redact(oldHash), err)
 		}
 		k.Token, k.GraceUntil = newHash, nil
 		t := now()
@@ -345,9 +332,9 @@ func (s *Store) Regenerate(ctx context.Context, oldHash, newHash string, graceUn
 				return fmt.Errorf("postgres: regenerate %s: %w", keys.Redact(oldHash), err)
 			}
 		}
-		out, err = s.cols.scan(tx.QueryRow(ctx, s.cols.moveSQL, append(s.cols.args(k, true), oldHash)...), false)
+		out, err = s.cols.scan(tx.QueryRow(ctx, s.cols.moveSQL, append(s.cols.args(k, true, before), oldHash)...), false)
 		if err != nil {
-			return fmt.Errorf("postgres: regenerate %s: %w", keys.Redact(oldHash), mapErr(err, k))
+			return fmt.Errorf("postgres: regenerate %s: %w", keys.Redact(oldHash), translate(err, k))
 		}
 		b := &pgx.Batch{}
 		// Expired grace records are dead weight; the new token is live, not
@@ -368,7 +355,7 @@ func (s *Store) Regenerate(ctx context.Context, oldHash, newHash string, graceUn
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, translate(err, nil)
 	}
 	return out, nil
 }
@@ -403,7 +390,7 @@ func (s *Store) AddSpend(ctx context.Context, deltas map[string]float64) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("postgres: add spend (%d keys): %w", len(toks), err)
+		return fmt.Errorf("postgres: add spend (%d keys): %w", len(toks), translate(err, nil))
 	}
 	return nil
 }
@@ -487,7 +474,7 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("postgres: reset budgets: %w", err)
+		return 0, fmt.Errorf("postgres: reset budgets: %w", translate(err, nil))
 	}
 	return n, nil
 }
@@ -509,7 +496,7 @@ func (s *Store) AppendAudit(ctx context.Context, a *keys.Audit) error {
 		a.ID, a.UpdatedAt.UTC().Truncate(time.Millisecond), a.ChangedBy, a.ChangedByAPIKey, a.Action, a.TableName, a.ObjectID,
 		jsonOrNull(a.BeforeValue), jsonOrNull(a.UpdatedValues))
 	if err != nil {
-		return fmt.Errorf("postgres: append audit %s: %w", a.ID, err)
+		return fmt.Errorf("postgres: append audit %s: %w", a.ID, translate(err, nil))
 	}
 	return nil
 }
@@ -528,7 +515,7 @@ func (s *Store) Audits(ctx context.Context, objectID string) ([]*keys.Audit, err
 	rows, err := s.pool.Query(ctx, `SELECT id, updated_at, changed_by, changed_by_api_key, action, table_name, object_id, before_value, updated_values
 		FROM `+auditTable+` WHERE object_id = $1 ORDER BY updated_at, id`, objectID)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: audits: %w", err)
+		return nil, fmt.Errorf("postgres: audits: %w", translate(err, nil))
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (*keys.Audit, error) {
 		var a keys.Audit

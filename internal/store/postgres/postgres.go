@@ -25,9 +25,12 @@
 package postgres
 
 import (
+	"strings"
+
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgconn"
 	"io"
 	"log/slog"
 	"net/url"
@@ -67,7 +70,16 @@ type Config struct {
 	// DeafAfter is how long the listener may go without hearing the
 	// heartbeat before the feed is declared deaf; 0 means 3 intervals.
 	DeafAfter time.Duration
+	// StatementTimeout is the server-side statement_timeout of every pool
+	// connection: Postgres itself cancels a statement running longer (a
+	// lock held elsewhere, a hung server), even when the client has gone.
+	// 0 means DefaultStatementTimeout; a statement_timeout set in the URL
+	// wins. Migrations run without it.
+	StatementTimeout time.Duration
 }
+
+// DefaultStatementTimeout is Config.StatementTimeout's zero value.
+const DefaultStatementTimeout = 5 * time.Second
 
 // Pool limits besides MaxConns.
 const (
@@ -139,16 +151,26 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		feedCfg = fc
 	}
 	feedCfg.RuntimeParams["application_name"] = feedApplicationName
-
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: open %s: %w", where, err)
+	_, userTimeout := pcfg.ConnConfig.RuntimeParams["statement_timeout"]
+	ourTimeout := !userTimeout
+	if ourTimeout {
+		st := cfg.StatementTimeout
+		if st <= 0 {
+			st = DefaultStatementTimeout
+		}
+		pcfg.ConnConfig.RuntimeParams["statement_timeout"] = fmt.Sprint(st.Milliseconds())
 	}
-	pctx, cancel := context.WithTimeout(ctx, connectTimeout+time.Second)
-	err = pool.Ping(pctx)
-	cancel()
+
+	pool, err := connectPool(ctx, pcfg)
+	if err != nil && ourTimeout && rejectsStartupParam(err) {
+		// PgBouncer refuses startup parameters it does not track: keep the
+		// client-side deadlines (a cancelled context cancels the statement)
+		// and say how to get the server-side bound back.
+		delete(pcfg.ConnConfig.RuntimeParams, "statement_timeout")
+		log.Warn("postgres: the server (PgBouncer?) refuses the statement_timeout startup parameter; statements are bounded by client deadlines only. Set statement_timeout on the database role (ALTER ROLE ... SET statement_timeout = '5s') for a server-side bound")
+		pool, err = connectPool(ctx, pcfg)
+	}
 	if err != nil {
-		pool.Close()
 		return nil, fmt.Errorf("postgres: connect to %s: %w", where, err)
 	}
 	s := &Store{pool: pool, log: log}
@@ -248,3 +270,25 @@ func redactURL(raw string) string {
 
 // errNoRows reports whether err is pgx's "no rows".
 func errNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+// connectPool opens a pool and proves it can connect.
+func connectPool(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, connectTimeout+time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+// rejectsStartupParam reports PgBouncer's "unsupported startup parameter"
+// (SQLSTATE 08P01) for statement_timeout.
+func rejectsStartupParam(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "08P01" && strings.Contains(pgErr.Message, "statement_timeout")
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -27,7 +28,18 @@ var (
 		strings.Join(keyColumns, ", "), strings.TrimSuffix(strings.Repeat("?, ", len(keyColumns)), ", "))
 	// updateKeySQL writes every known column, token included (Regenerate
 	// moves the row), for the row whose token is the last argument.
-	updateKeySQL = fmt.Sprintf(`UPDATE %s SET %s = ? WHERE token = ?`, keyTable, strings.Join(keyColumns, " = ?, "))
+	// A JSON object column whose argument is NULL keeps its stored text
+	// (see keyArgs): the columns are never NULL otherwise.
+	updateKeySQL = func() string {
+		set := make([]string, len(keyColumns))
+		for i, c := range keyColumns {
+			set[i] = c + " = ?"
+			if jsonColumns[c] {
+				set[i] = c + " = COALESCE(?, " + c + ")"
+			}
+		}
+		return fmt.Sprintf(`UPDATE %s SET %s WHERE token = ?`, keyTable, strings.Join(set, ", "))
+	}()
 )
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
@@ -83,23 +95,23 @@ func (s *Store) Create(ctx context.Context, k *keys.Key) error {
 	if k.UpdatedAt == nil {
 		k.UpdatedAt = &t
 	}
-	args, err := keyArgs(k)
+	args, err := keyArgs(k, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("sqlite: create %s: %w", keys.Redact(k.Token), err)
 	}
-	return s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
+	return translate(s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
 		if _, err := tx.ExecContext(ctx, insertKeySQL, args...); err != nil {
-			return nil, fmt.Errorf("sqlite: create %s: %w", keys.Redact(k.Token), mapErr(err, k))
+			return nil, fmt.Errorf("sqlite: create %s: %w", keys.Redact(k.Token), translate(err, k))
 		}
 		return []store.Event{{Kind: store.EventChanged, Token: k.Token}}, nil
-	})
+	}), k)
 }
 
 // Get returns the key whose token is hash.
 func (s *Store) Get(ctx context.Context, hash string) (*keys.Key, error) {
 	k, err := queryKey(ctx, s.r, getSQL("token"), hash)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: get %s: %w", keys.Redact(hash), err)
+		return nil, fmt.Errorf("sqlite: get %s: %w", keys.Redact(hash), translate(err, nil))
 	}
 	return k, nil
 }
@@ -108,7 +120,7 @@ func (s *Store) Get(ctx context.Context, hash string) (*keys.Key, error) {
 func (s *Store) GetByAlias(ctx context.Context, alias string) (*keys.Key, error) {
 	k, err := queryKey(ctx, s.r, getSQL("key_alias"), alias)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: get by alias: %w", err)
+		return nil, fmt.Errorf("sqlite: get by alias: %w", translate(err, nil))
 	}
 	return k, nil
 }
@@ -124,7 +136,7 @@ func (s *Store) Lookup(ctx context.Context, hash string) (*keys.Key, error) {
 		k, err = queryKey(ctx, s.r, lookupGraceSQL, hash, formatTime(now()))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: lookup %s: %w", keys.Redact(hash), err)
+		return nil, fmt.Errorf("sqlite: lookup %s: %w", keys.Redact(hash), translate(err, nil))
 	}
 	return k, nil
 }
@@ -136,37 +148,39 @@ func (s *Store) Update(ctx context.Context, hash string, fn func(k *keys.Key) er
 	err := s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
 		k, err := queryKey(ctx, tx, getSQL("token"), hash)
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: update %s: %w", keys.Redact(hash), err)
+			return nil, fmt.Errorf("sqlite: update %s: %w", keys.Redact(hash), translate(err, nil))
 		}
+		before := jsonSnapshot(k)
 		if err := fn(k); err != nil {
 			return nil, err
 		}
 		k.Token = hash
 		k.GraceUntil = nil
-		if err := writeBack(ctx, tx, hash, k); err != nil {
-			return nil, fmt.Errorf("sqlite: update %s: %w", keys.Redact(hash), err)
+		if err := writeBack(ctx, tx, hash, k, before); err != nil {
+			return nil, fmt.Errorf("sqlite: update %s: %w", keys.Redact(hash), translate(err, nil))
 		}
 		out = k
 		return []store.Event{{Kind: store.EventChanged, Token: hash}}, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, translate(err, nil)
 	}
 	return out, nil
 }
 
 // writeBack stores k (every known column, token = k.Token) over the row
 // whose token is old, setting UpdatedAt to now.
-func writeBack(ctx context.Context, tx *sql.Tx, old string, k *keys.Key) error {
+// JSON object columns whose rendering equals before's are left as stored.
+func writeBack(ctx context.Context, tx *sql.Tx, old string, k *keys.Key, before map[string]string) error {
 	t := now()
 	k.UpdatedAt = &t
-	args, err := keyArgs(k)
+	args, err := keyArgs(k, before)
 	if err != nil {
 		return err
 	}
 	res, err := tx.ExecContext(ctx, updateKeySQL, append(args, old)...)
 	if err != nil {
-		return mapErr(err, k)
+		return translate(err, k)
 	}
 	if n, err := res.RowsAffected(); err != nil {
 		return err
@@ -189,13 +203,13 @@ func (s *Store) Delete(ctx context.Context, hashes []string) ([]*keys.Key, error
 		for _, h := range hs {
 			ks, err := queryKeys(ctx, tx, fmt.Sprintf(`DELETE FROM %s WHERE token = ? RETURNING *`, keyTable), h)
 			if err != nil {
-				return nil, fmt.Errorf("sqlite: delete %s: %w", keys.Redact(h), err)
+				return nil, fmt.Errorf("sqlite: delete %s: %w", keys.Redact(h), translate(err, nil))
 			}
 			if len(ks) == 0 {
 				continue
 			}
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf(`DELETE FROM %s WHERE active_token_id = ?`, deprecatedTable), h); err != nil {
-				return nil, fmt.Errorf("sqlite: delete %s: %w", keys.Redact(h), err)
+				return nil, fmt.Errorf("sqlite: delete %s: %w", keys.Redact(h), translate(err, nil))
 			}
 			out = append(out, ks...)
 			evs = append(evs, store.Event{Kind: store.EventChanged, Token: h})
@@ -203,7 +217,7 @@ func (s *Store) Delete(ctx context.Context, hashes []string) ([]*keys.Key, error
 		return evs, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, translate(err, nil)
 	}
 	return out, nil
 }
@@ -225,6 +239,9 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) (store.ListResult, 
 	if size < 1 {
 		size = 10
 	}
+	if int64(page-1) > math.MaxInt64/int64(size) { // the offset would overflow
+		return store.ListResult{}, fmt.Errorf("sqlite: list: %w", &keys.InvalidError{Field: "page", Reason: "too large for the page size"})
+	}
 	var where []string
 	var args []any
 	for _, f := range []struct{ col, val string }{
@@ -242,14 +259,14 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) (store.ListResult, 
 	}
 	var total int
 	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM `+keyTable+cond, args...).Scan(&total); err != nil {
-		return store.ListResult{}, fmt.Errorf("sqlite: list: %w", err)
+		return store.ListResult{}, fmt.Errorf("sqlite: list: %w", translate(err, nil))
 	}
 	// col and dir come from the whitelist above, never from input text.
 	query := fmt.Sprintf(`SELECT * FROM %s%s ORDER BY %s %s NULLS LAST, token %s LIMIT ? OFFSET ?`, keyTable, cond, col, dir, dir)
 	offset := int64(page-1) * int64(size)
 	ks, err := queryKeys(ctx, s.r, query, append(args, size, offset)...)
 	if err != nil {
-		return store.ListResult{}, fmt.Errorf("sqlite: list: %w", err)
+		return store.ListResult{}, fmt.Errorf("sqlite: list: %w", translate(err, nil))
 	}
 	if ks == nil {
 		ks = []*keys.Key{}
@@ -277,14 +294,15 @@ func (s *Store) Regenerate(ctx context.Context, oldHash, newHash string, graceUn
 		return nil, fmt.Errorf("sqlite: regenerate: empty new token: %w", keys.ErrInvalid)
 	}
 	if err := checkTime("grace", graceUntil); err != nil {
-		return nil, err
+		return nil, translate(err, nil)
 	}
 	var out *keys.Key
 	err := s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
 		k, err := queryKey(ctx, tx, getSQL("token"), oldHash)
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: regenerate %s: %w", keys.Redact(oldHash), err)
+			return nil, fmt.Errorf("sqlite: regenerate %s: %w", keys.Redact(oldHash), translate(err, nil))
 		}
+		before := jsonSnapshot(k)
 		if fn != nil {
 			if err := fn(k); err != nil {
 				return nil, err
@@ -292,8 +310,8 @@ func (s *Store) Regenerate(ctx context.Context, oldHash, newHash string, graceUn
 		}
 		k.Token = newHash
 		k.GraceUntil = nil
-		if err := writeBack(ctx, tx, oldHash, k); err != nil {
-			return nil, fmt.Errorf("sqlite: regenerate %s: %w", keys.Redact(oldHash), err)
+		if err := writeBack(ctx, tx, oldHash, k, before); err != nil {
+			return nil, fmt.Errorf("sqlite: regenerate %s: %w", keys.Redact(oldHash), translate(err, nil))
 		}
 		t := formatTime(now())
 		stmts := []struct {
@@ -316,14 +334,14 @@ func (s *Store) Regenerate(ctx context.Context, oldHash, newHash string, graceUn
 		}
 		for _, st := range stmts {
 			if _, err := tx.ExecContext(ctx, st.q, st.args...); err != nil {
-				return nil, fmt.Errorf("sqlite: regenerate %s: %w", keys.Redact(oldHash), err)
+				return nil, fmt.Errorf("sqlite: regenerate %s: %w", keys.Redact(oldHash), translate(err, nil))
 			}
 		}
 		out = k
 		return []store.Event{{Kind: store.EventChanged, Token: oldHash}, {Kind: store.EventChanged, Token: newHash}}, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, translate(err, nil)
 	}
 	return out, nil
 }
@@ -340,7 +358,7 @@ func (s *Store) AddSpend(ctx context.Context, deltas map[string]float64) error {
 	}
 	slices.Sort(toks)
 	q := fmt.Sprintf(`UPDATE %s SET spend = spend + ?, updated_at = ? WHERE token = ? RETURNING spend`, keyTable)
-	return s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
+	return translate(s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
 		t := formatTime(now())
 		var evs []store.Event
 		for _, tok := range toks {
@@ -350,12 +368,12 @@ func (s *Store) AddSpend(ctx context.Context, deltas map[string]float64) error {
 				continue
 			}
 			if err != nil {
-				return nil, fmt.Errorf("sqlite: add spend %s: %w", keys.Redact(tok), err)
+				return nil, fmt.Errorf("sqlite: add spend %s: %w", keys.Redact(tok), translate(err, nil))
 			}
 			evs = append(evs, store.Event{Kind: store.EventSpend, Token: tok, Spend: spend})
 		}
 		return evs, nil
-	})
+	}), nil)
 }
 
 // ResetBudgets zeroes spend and moves budget_reset_at to the next boundary
@@ -374,18 +392,18 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 			  AND (expires IS NULL OR expires >= ?) AND budget_duration IS NOT NULL
 			ORDER BY token`, keyTable), nowS, nowS)
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: reset budgets: %w", err)
+			return nil, fmt.Errorf("sqlite: reset budgets: %w", translate(err, nil))
 		}
 		for rows.Next() {
 			var d due
 			if err := rows.Scan(&d.token, &d.dur); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("sqlite: reset budgets: %w", err)
+				return nil, fmt.Errorf("sqlite: reset budgets: %w", translate(err, nil))
 			}
 			dues = append(dues, d)
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return nil, fmt.Errorf("sqlite: reset budgets: %w", err)
+			return nil, fmt.Errorf("sqlite: reset budgets: %w", translate(err, nil))
 		}
 		q := fmt.Sprintf(`UPDATE %s SET spend = 0, budget_reset_at = ?, updated_at = ? WHERE token = ?`, keyTable)
 		upd := formatTime(now())
@@ -401,7 +419,7 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 				return nil, err
 			}
 			if _, err := tx.ExecContext(ctx, q, formatTime(next), upd, d.token); err != nil {
-				return nil, fmt.Errorf("sqlite: reset budget %s: %w", keys.Redact(d.token), err)
+				return nil, fmt.Errorf("sqlite: reset budget %s: %w", keys.Redact(d.token), translate(err, nil))
 			}
 			n++
 			evs = append(evs, store.Event{Kind: store.EventChanged, Token: d.token})
@@ -409,7 +427,7 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 		return evs, nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, translate(err, nil)
 	}
 	return n, nil
 }
@@ -436,15 +454,15 @@ func (s *Store) AppendAudit(ctx context.Context, a *keys.Audit) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: append audit: updated_values: %w: %w", keys.ErrInvalid, err)
 	}
-	return s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
+	return translate(s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
 		_, err := tx.ExecContext(ctx, `INSERT INTO `+auditTable+` (id, updated_at, changed_by, changed_by_api_key, action, table_name, object_id, before_value, updated_values)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			a.ID, formatTime(a.UpdatedAt), a.ChangedBy, a.ChangedByAPIKey, a.Action, a.TableName, a.ObjectID, before, updated)
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: append audit: %w", mapErr(err, nil))
+			return nil, fmt.Errorf("sqlite: append audit: %w", translate(err, nil))
 		}
 		return nil, nil
-	})
+	}), nil)
 }
 
 func jsonOrNull(m map[string]any) (any, error) {

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -106,9 +107,36 @@ func jsonArray(s []string) string {
 	return string(b)
 }
 
+// jsonColumns are the JSON object columns.
+var jsonColumns = map[string]bool{
+	"aliases": true, "config": true, "permissions": true,
+	"metadata": true, "model_spend": true, "model_max_budget": true,
+}
+
+// jsonSnapshot renders k's JSON object columns as keyArgs would, to tell
+// later which ones a change touched.
+func jsonSnapshot(k *keys.Key) map[string]string {
+	out := map[string]string{}
+	for col, m := range map[string]map[string]any{
+		"aliases": k.Aliases, "config": k.Config, "permissions": k.Permissions,
+		"metadata": k.Metadata, "model_spend": k.ModelSpend, "model_max_budget": k.ModelMaxBudget,
+	} {
+		if s, err := jsonObject(m); err == nil {
+			out[col] = s
+		}
+	}
+	return out
+}
+
 // keyArgs renders k as arguments for keyColumns. It validates what SQLite
-// cannot store faithfully.
-func keyArgs(k *keys.Key) ([]any, error) {
+// cannot store faithfully, and what LiteLLM's Postgres schema could not
+// hold (keys.CheckRanges), so both stores refuse alike. A JSON object
+// column rendered the same as in before (may be nil) is NULL: updateKeySQL
+// then keeps the stored text.
+func keyArgs(k *keys.Key, before map[string]string) ([]any, error) {
+	if err := keys.CheckRanges(k); err != nil {
+		return nil, err
+	}
 	for col, t := range map[string]*time.Time{
 		"expires": k.Expires, "budget_reset_at": k.BudgetResetAt, "created_at": k.CreatedAt,
 		"updated_at": k.UpdatedAt, "last_rotation_at": k.LastRotationAt,
@@ -117,7 +145,7 @@ func keyArgs(k *keys.Key) ([]any, error) {
 			return nil, err
 		}
 	}
-	objs := make([]string, 0, 6)
+	objs := make([]any, 0, 6)
 	for _, o := range []struct {
 		col string
 		m   map[string]any
@@ -128,6 +156,10 @@ func keyArgs(k *keys.Key) ([]any, error) {
 		s, err := jsonObject(o.m)
 		if err != nil {
 			return nil, fmt.Errorf("sqlite: %s: %w: %w", o.col, keys.ErrInvalid, err)
+		}
+		if b, ok := before[o.col]; ok && b == s {
+			objs = append(objs, nil)
+			continue
 		}
 		objs = append(objs, s)
 	}
@@ -283,14 +315,13 @@ func scanKey(rows rowScanner) (*keys.Key, error) {
 	k.GraceUntil = tm(graceColumn, grace)
 
 	obj := func(col string, ns sql.NullString) map[string]any {
-		m := map[string]any{}
-		if ns.Valid && ns.String != "" && ns.String != "null" {
-			if err := json.Unmarshal([]byte(ns.String), &m); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", col, err))
-			}
-			if m == nil {
-				m = map[string]any{}
-			}
+		if !ns.Valid {
+			return map[string]any{}
+		}
+		m, err := keys.DecodeObject([]byte(ns.String)) // lossless: numbers stay json.Number
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", col, err))
+			return map[string]any{}
 		}
 		return m
 	}
@@ -329,18 +360,31 @@ func i64(n sql.NullInt64) *int64 {
 	return &n.Int64
 }
 
-// mapErr translates a unique-constraint violation into *keys.ConflictError
-// (naming the column from SQLite's message), using k for the value.
-func mapErr(err error, k *keys.Key) error {
-	if err == nil {
-		return nil
+// translate turns driver errors into the keys sentinels (see the postgres
+// store's translate): a unique violation is a *keys.ConflictError naming
+// the column from SQLite's message, a foreign key violation a
+// *keys.ReferenceError, a busy or locked database, a full disk or an
+// expired context keys.ErrUnavailable. Anything else is returned as is.
+func translate(err error, k *keys.Key) error {
+	if err == nil || errors.Is(err, keys.ErrUnavailable) {
+		return err
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %w", keys.ErrUnavailable, err)
 	}
 	var se interface{ Code() int }
 	if !errors.As(err, &se) {
 		return err
 	}
 	code := se.Code()
-	if code != sqlite3.SQLITE_CONSTRAINT_UNIQUE && code != sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY {
+	switch {
+	case code == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+		// SQLite does not say which column.
+		return &keys.ReferenceError{Field: "reference"}
+	case code&0xff == sqlite3.SQLITE_BUSY, code&0xff == sqlite3.SQLITE_LOCKED,
+		code&0xff == sqlite3.SQLITE_FULL, code&0xff == sqlite3.SQLITE_IOERR:
+		return fmt.Errorf("%w: %w", keys.ErrUnavailable, err)
+	case code != sqlite3.SQLITE_CONSTRAINT_UNIQUE && code != sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
 		return err
 	}
 	msg := err.Error()
