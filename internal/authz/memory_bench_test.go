@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -119,6 +120,12 @@ func fillCache(b *testing.B, n int) {
 		srv.Check(ctx, r)
 	}
 	after := heapBytes()
+	if p := os.Getenv("CACHE_HEAP_PROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			_ = pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 	rss := rssBytes()
 	b.ReportMetric(float64(after-before)/float64(n), "heap-B/key")
 	b.ReportMetric(float64(rss-rss0)/float64(n), "rss-B/key")

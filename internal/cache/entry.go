@@ -18,31 +18,34 @@ import (
 // no rendered responses, and its Key is compacted when it is loaded.
 type Entry struct {
 	hash    [32]byte
-	neg     bool
-	resetOK bool   // budget_duration parses: the key can be reset (keys.ResetDue)
 	until   int64  // unix ns: entry expiry (negative TTL, safety TTL, grace)
 	loaded  int64  // unix ns: when the store read began
 	epoch   uint64 // Purge generation it was loaded in
+	neg     bool
+	resetOK bool // budget_duration parses: the key can be reset (keys.ResetDue)
+
+	// Blocked, Expires (zero = never), GraceUntil (zero = not a rotated
+	// token), BudgetResetAt (zero = none): from the row.
+	Blocked bool
+	// HasBudget false means unlimited; else MaxBudget is the budget, and
+	// TempIncrease raises it until TempExpiry (metadata temp_budget_*).
+	HasBudget bool
 
 	// Key is the stored row as the data plane needs it. Treat it as
 	// read-only: it is shared, and so are some of its strings, pointers and
-	// slices (interned across keys). To keep an entry small, columns only
-	// the management API reads are dropped (key_name, created_at,
+	// slices (interned across keys; its Expires, BudgetResetAt and
+	// GraceUntil point into this entry). To keep an entry small, columns
+	// only the management API reads are dropped (key_name, created_at,
 	// created_by, updated_at, updated_by, last_rotation_at: nil) and empty
 	// JSON object and array columns are nil (read them as empty).
 	Key *keys.Key
-	// Blocked, Expires (zero = never), GraceUntil (zero = not a rotated
-	// token), BudgetResetAt (zero = none): from the row.
-	Blocked       bool
+
 	Expires       time.Time
 	GraceUntil    time.Time
 	BudgetResetAt time.Time
-	// MaxBudget is the budget (HasBudget false = unlimited);
-	// TempIncrease raises it until TempExpiry (metadata temp_budget_*).
-	HasBudget    bool
-	MaxBudget    float64
-	TempIncrease float64
-	TempExpiry   time.Time
+	MaxBudget     float64
+	TempIncrease  float64
+	TempExpiry    time.Time
 
 	spend atomic.Uint64 // float64 bits; SetSpend updates it in place
 }
@@ -71,14 +74,19 @@ func (e *Entry) BudgetResetDue(now time.Time) bool {
 
 func newEntry(hash [32]byte, k *keys.Key, now, until time.Time, epoch uint64) *Entry {
 	e := &Entry{hash: hash, until: until.UnixNano(), loaded: now.UnixNano(), epoch: epoch, Blocked: k.IsBlocked()}
+	// The row's times live in the entry; the row points at them (one
+	// allocation fewer each).
 	if k.Expires != nil {
 		e.Expires = *k.Expires
+		k.Expires = &e.Expires
 	}
 	if k.GraceUntil != nil {
 		e.GraceUntil = *k.GraceUntil
+		k.GraceUntil = &e.GraceUntil
 	}
 	if k.BudgetResetAt != nil {
 		e.BudgetResetAt = *k.BudgetResetAt
+		k.BudgetResetAt = &e.BudgetResetAt
 		if k.BudgetDuration != nil {
 			_, err := keys.ParseDuration(*k.BudgetDuration)
 			e.resetOK = err == nil
@@ -114,7 +122,7 @@ func compact(k *keys.Key) *keys.Key {
 		}
 	}
 	k.Models = interned.list(k.Models)
-	for _, p := range []**string{&k.UserID, &k.TeamID, &k.OrganizationID, &k.BudgetDuration, &k.BudgetID} {
+	for _, p := range []**string{&k.TeamID, &k.OrganizationID, &k.BudgetDuration, &k.BudgetID} {
 		*p = interned.ptr(*p)
 	}
 	return k
