@@ -44,6 +44,15 @@ type Config struct {
 	CacheTTL time.Duration
 	// LookupTimeout bounds one store lookup made by the Check on a cache miss.
 	LookupTimeout time.Duration
+	// CacheMaxLoads bounds the store lookups in flight for cache misses;
+	// a miss beyond it fails closed at once.
+	CacheMaxLoads int
+	// CacheUnknownRate is how many keys per second that the known-key filter
+	// does not have may still be looked up in the store (flood budget).
+	CacheUnknownRate int
+	// FeedStaleBound is the age past which a cached key is re-read while the
+	// change feed is down or deaf.
+	FeedStaleBound time.Duration
 	// KeyHeader, when set, is the only header the Check reads the key from,
 	// replacing LiteLLM's list.
 	KeyHeader string
@@ -120,7 +129,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 
 	var logLevel string
-	var cacheMax int64
+	var cacheMax, cacheLoads, unknownRate int64
 	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
 	str(&c.DatabaseURL, "database-url", "", "postgres:// URL of the key database; empty = embedded store in the data dir", "DATABASE_URL")
 	str(&c.DataDir, "data-dir", "./data", "directory for the embedded store and the generated master key", "SIDECAR_DATA_DIR")
@@ -132,6 +141,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.NegativeTTL, "negative-ttl", 5*time.Second, "how long an unknown key is remembered as unknown", "SIDECAR_NEGATIVE_TTL")
 	dur(&c.CacheTTL, "cache-ttl", 5*time.Minute, "safety TTL of a cached key (invalidation is by change feed; this bounds staleness if a notification is ever lost)", "SIDECAR_CACHE_TTL")
 	dur(&c.LookupTimeout, "lookup-timeout", 500*time.Millisecond, "bound on one store lookup made by the Check on a cache miss", "SIDECAR_LOOKUP_TIMEOUT")
+	integer(&cacheLoads, "cache-max-loads", 64, "store lookups in flight for cache misses; more fail closed at once (503)", "SIDECAR_CACHE_MAX_LOADS")
+	integer(&unknownRate, "cache-unknown-rate", 20, "keys per second not in the known-key filter that may still be looked up in the store (flood budget)", "SIDECAR_CACHE_UNKNOWN_RATE")
+	dur(&c.FeedStaleBound, "feed-stale-bound", 30*time.Second, "while the change feed is down, re-read cached keys older than this (served as cached if the store is down too)", "SIDECAR_FEED_STALE_BOUND")
 	str(&c.KeyHeader, "key-header", "", "read the key only from this header instead of LiteLLM's list", "SIDECAR_KEY_HEADER")
 	str(&c.ModelHeader, "model-header", "", "header carrying the model when the body and path do not", "SIDECAR_MODEL_HEADER")
 	str(&c.IdentityHeaderPrefix, "identity-header-prefix", "x-litellm-", "prefix of the identity headers set upstream on allow", "SIDECAR_IDENTITY_HEADER_PREFIX")
@@ -168,6 +180,17 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	} else {
 		c.CacheMaxKeys = int(cacheMax)
 	}
+	for _, n := range []struct {
+		flag string
+		v    int64
+		out  *int
+	}{{"--cache-max-loads", cacheLoads, &c.CacheMaxLoads}, {"--cache-unknown-rate", unknownRate, &c.CacheUnknownRate}} {
+		if n.v < 1 || n.v > 1<<20 {
+			errs = append(errs, fmt.Errorf("%s: %d is not between 1 and 2^20", n.flag, n.v))
+		} else {
+			*n.out = int(n.v)
+		}
+	}
 	if c.DatabaseURL != "" {
 		if err := validateDatabaseURL(c.DatabaseURL); err != nil {
 			errs = append(errs, err)
@@ -193,7 +216,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		zero bool // zero allowed
 	}{
 		{"--negative-ttl", c.NegativeTTL, false}, {"--cache-ttl", c.CacheTTL, false},
-		{"--lookup-timeout", c.LookupTimeout, false}, {"--budget-reset-interval", c.BudgetResetInterval, false},
+		{"--lookup-timeout", c.LookupTimeout, false}, {"--feed-stale-bound", c.FeedStaleBound, false}, {"--budget-reset-interval", c.BudgetResetInterval, false},
 		{"--shutdown-timeout", c.ShutdownTimeout, false}, {"--shutdown-delay", c.ShutdownDelay, true},
 	} {
 		if d.v < 0 || (!d.zero && d.v == 0) {

@@ -24,6 +24,7 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 		{"defaults", nil, nil, func(t *testing.T, c *Config) {
 			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
 				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
+				CacheMaxLoads: 64, CacheUnknownRate: 20, FeedStaleBound: 30 * time.Second,
 				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second}
 			if *c != want {
 				t.Errorf("got %+v\nwant %+v", *c, want)

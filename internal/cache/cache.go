@@ -105,8 +105,8 @@ var ErrOverloaded = errors.New("cache: too many store loads in flight")
 // Defaults for zero Config fields.
 const (
 	// DefaultMaxKeys fits the shipped 512 MiB memory limit with room
-	// (docs/benchmarks.md: about 0.6 KB per key).
-	DefaultMaxKeys       = 200_000
+	// (docs/benchmarks.md: under 0.8 KB of heap per key).
+	DefaultMaxKeys       = 100_000
 	DefaultNegativeTTL   = 5 * time.Second
 	DefaultSafetyTTL     = 5 * time.Minute
 	DefaultLookupTimeout = 500 * time.Millisecond
