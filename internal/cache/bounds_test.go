@@ -343,3 +343,40 @@ func TestStaleWhileFeedDown(t *testing.T) {
 		t.Fatalf("re-read not retried after the backoff: calls %d -> %d", calls, n)
 	}
 }
+
+// TestFilter: no false negatives, few false positives at the built size,
+// and re-adding a known key does not count toward the rebuild threshold.
+func TestFilter(t *testing.T) {
+	l := &listLoader{}
+	for i := range 10_000 {
+		l.put(&keys.Key{Token: keys.HashHex(rawKey(i))})
+	}
+	c, err := cache.New(cache.Config{Loader: l, Lister: l, UnknownRate: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	feed := &fakeFeed{}
+	c.Attach(feed)
+	feed.fn(store.Event{Kind: store.EventReset})
+	waitFilter(t, c, 10_000)
+	for i := range 10_000 {
+		if !c.FilterHas(keys.Hash(rawKey(i))) {
+			t.Fatalf("filter misses known key %d", i)
+		}
+	}
+	fp := 0
+	for range 100_000 {
+		if c.FilterHas(keys.Hash(keys.Prefix + rand.Text())) {
+			fp++
+		}
+	}
+	if fp > 500 { // 0.5%; the design point is about 0.2% at 16 bits per key, less at 32
+		t.Fatalf("false positives: %d of 100000", fp)
+	}
+	n := c.FilterKeys()
+	c.Invalidate(keys.HashHex(rawKey(1)), keys.HashHex(rawKey(2)))
+	if got := c.FilterKeys(); got != n {
+		t.Fatalf("re-adding known keys changed the count: %d -> %d", n, got)
+	}
+}

@@ -44,8 +44,9 @@
 // A flood of random unknown keys is stopped before the store by a filter
 // of known token hashes (a Bloom filter, about 2 bytes per key in the
 // store), built from the store's token list (Lister) when the feed
-// connects and after every reconnect, and kept current by the feed
-// (EventChanged adds the key) and by our own invalidations. A key the
+// connects and after every reconnect (and every StaleBound while the feed
+// is down), and kept current by the feed (EventChanged adds the key) and by
+// our own invalidations. A key the
 // filter does not have is unknown without a store query, except that up to
 // UnknownRate such keys per second still go to the store: a key created on
 // another replica a moment ago may not have reached the filter yet. So a

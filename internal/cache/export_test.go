@@ -14,3 +14,9 @@ func (c *Cache) FilterKeys() int64 {
 	}
 	return -1
 }
+
+// FilterHas reports whether the known-key filter may contain h (tests only).
+func (c *Cache) FilterHas(h [32]byte) bool {
+	f := c.filter.Load()
+	return f != nil && f.has(&h)
+}

@@ -16,7 +16,7 @@ func (c *Cache) addKnown(h *[32]byte) {
 	if c.pending != nil {
 		*c.pending = append(*c.pending, *h)
 	}
-	if f := c.filter.Load(); f != nil {
+	if f := c.filter.Load(); f != nil && !f.has(h) { // count distinct adds only
 		if f.add(h) {
 			c.requestRebuild()
 		}
@@ -37,16 +37,24 @@ func (c *Cache) requestRebuild() {
 
 // rebuilder rebuilds the filter when asked, retrying a failed rebuild with
 // backoff (1s doubling to 30s) until it succeeds or a new request comes.
+// While the feed is down, keys created elsewhere are not heard of, so it
+// also rebuilds every StaleBound until the feed is back.
 func (c *Cache) rebuilder(ctx context.Context) {
 	defer c.wg.Done()
 	var retry <-chan time.Time
 	backoff := time.Second
+	tick := time.NewTicker(time.Duration(c.staleNs))
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.rebuildC:
 		case <-retry:
+		case <-tick.C:
+			if !c.feedDown.Load() || c.filter.Load() == nil {
+				continue
+			}
 		}
 		retry = nil
 		if err := c.rebuild(ctx); err != nil {
