@@ -66,6 +66,15 @@ type Config struct {
 	// DBStatementTimeout is Postgres's server-side statement_timeout for the
 	// pool (a statement_timeout in DatabaseURL wins).
 	DBStatementTimeout time.Duration
+	// CacheMaxLoads bounds the store lookups in flight for cache misses;
+	// a miss beyond it fails closed at once.
+	CacheMaxLoads int
+	// CacheUnknownRate is how many keys per second that the known-key filter
+	// does not have may still be looked up in the store (flood budget).
+	CacheUnknownRate int
+	// FeedStaleBound is the age past which a cached key is re-read while the
+	// change feed is down or deaf.
+	FeedStaleBound time.Duration
 	// KeyHeader, when set, is the only header the Check reads the key from,
 	// replacing LiteLLM's list.
 	KeyHeader string
@@ -216,7 +225,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 
 	var logLevel string
-	var cacheMax int64
+	var cacheMax, cacheLoads, unknownRate int64
 	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; required with --database-url; with the embedded store generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
 	str(&c.DatabaseURL, "database-url", "", "postgres:// URL of the key database; empty = embedded store in the data dir", "DATABASE_URL")
 	str(&c.FeedDatabaseURL, "feed-database-url", "", "postgres:// URL the change-feed listener uses (LISTEN needs a session: set a direct URL when --database-url goes through PgBouncer transaction pooling); empty = --database-url", "SIDECAR_FEED_DATABASE_URL")
@@ -234,6 +243,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.LookupTimeout, "lookup-timeout", 500*time.Millisecond, "bound on one store lookup made by the Check on a cache miss", "SIDECAR_LOOKUP_TIMEOUT")
 	dur(&c.MgmtTimeout, "mgmt-timeout", 10*time.Second, "bound on the store work of one management API request (503 beyond)", "SIDECAR_MGMT_TIMEOUT")
 	dur(&c.DBStatementTimeout, "db-statement-timeout", 5*time.Second, "Postgres statement_timeout of the sidecar's pool connections", "SIDECAR_DB_STATEMENT_TIMEOUT")
+	integer(&cacheLoads, "cache-max-loads", 64, "store lookups in flight for cache misses; more fail closed at once (503)", "SIDECAR_CACHE_MAX_LOADS")
+	integer(&unknownRate, "cache-unknown-rate", 20, "keys per second not in the known-key filter that may still be looked up in the store (flood budget)", "SIDECAR_CACHE_UNKNOWN_RATE")
+	dur(&c.FeedStaleBound, "feed-stale-bound", 30*time.Second, "while the change feed is down, re-read cached keys older than this (served as cached if the store is down too)", "SIDECAR_FEED_STALE_BOUND")
 	str(&c.KeyHeader, "key-header", "", "read the key only from this header instead of LiteLLM's list", "SIDECAR_KEY_HEADER")
 	str(&c.ModelHeader, "model-header", "", "header carrying the model when the body and path do not", "SIDECAR_MODEL_HEADER")
 	str(&c.IdentityHeaderPrefix, "identity-header-prefix", "x-litellm-", "prefix of the identity headers set upstream on allow", "SIDECAR_IDENTITY_HEADER_PREFIX")
@@ -301,6 +313,17 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	} else {
 		c.CacheMaxKeys = int(cacheMax)
 	}
+	for _, n := range []struct {
+		flag string
+		v    int64
+		out  *int
+	}{{"--cache-max-loads", cacheLoads, &c.CacheMaxLoads}, {"--cache-unknown-rate", unknownRate, &c.CacheUnknownRate}} {
+		if n.v < 1 || n.v > 1<<20 {
+			errs = append(errs, fmt.Errorf("%s: %d is not between 1 and 2^20", n.flag, n.v))
+		} else {
+			*n.out = int(n.v)
+		}
+	}
 	if c.DatabaseURL != "" {
 		if err := validateDatabaseURL(c.DatabaseURL); err != nil {
 			errs = append(errs, err)
@@ -338,7 +361,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		zero bool // zero allowed
 	}{
 		{"--negative-ttl", c.NegativeTTL, false}, {"--cache-ttl", c.CacheTTL, false},
-		{"--lookup-timeout", c.LookupTimeout, false}, {"--budget-reset-interval", c.BudgetResetInterval, false},
+		{"--lookup-timeout", c.LookupTimeout, false}, {"--feed-stale-bound", c.FeedStaleBound, false}, {"--budget-reset-interval", c.BudgetResetInterval, false},
 		{"--mgmt-timeout", c.MgmtTimeout, false}, {"--db-statement-timeout", c.DBStatementTimeout, false},
 		{"--shutdown-timeout", c.ShutdownTimeout, false}, {"--shutdown-delay", c.ShutdownDelay, true},
 		{"--feed-heartbeat", c.FeedHeartbeat, false},

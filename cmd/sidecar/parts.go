@@ -34,8 +34,9 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, err
 	}
 	kc, err := cache.New(cache.Config{
-		Loader: st, MaxKeys: cfg.CacheMaxKeys, NegativeTTL: cfg.NegativeTTL, SafetyTTL: cfg.CacheTTL,
-		LookupTimeout: cfg.LookupTimeout, Registerer: reg, Logger: log.With("component", "cache"),
+		Loader: st, Lister: st, MaxKeys: cfg.CacheMaxKeys, NegativeTTL: cfg.NegativeTTL, SafetyTTL: cfg.CacheTTL,
+		LookupTimeout: cfg.LookupTimeout, MaxLoads: cfg.CacheMaxLoads, UnknownRate: float64(cfg.CacheUnknownRate),
+		StaleBound: cfg.FeedStaleBound, Registerer: reg, Logger: log.With("component", "cache"),
 	})
 	if err != nil {
 		return nil, err

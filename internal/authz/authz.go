@@ -322,8 +322,8 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	}
 	if e.HasBudget {
 		spend := e.Spend()
-		if !e.BudgetResetAt.IsZero() && !now.Before(e.BudgetResetAt) {
-			spend = 0 // past its reset: reset, even before the job has written it
+		if e.BudgetResetDue(now) {
+			spend = 0 // past its reset (keys.ResetDue): reset, even before the job has written it
 		}
 		if max := e.Budget(now); overBudget(spend, max) {
 			return deny(ReasonBudget, apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",

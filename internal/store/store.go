@@ -74,6 +74,13 @@ type Store interface {
 	// it reset.
 	ResetBudgets(ctx context.Context, now time.Time) (int, error)
 
+	// ListTokens calls fn with every token hash Lookup resolves: each key's
+	// token and each rotated-out token still in its grace period, in pages
+	// (no connection is held while fn runs), in no promised order, possibly
+	// with duplicates. An error from fn stops it and is returned as is. It
+	// feeds the data plane's filter of known keys.
+	ListTokens(ctx context.Context, fn func(hash string) error) error
+
 	// AppendAudit writes one "LiteLLM_AuditLog" row.
 	AppendAudit(ctx context.Context, a *keys.Audit) error
 
