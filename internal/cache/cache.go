@@ -282,7 +282,7 @@ func (c *Cache) load(ctx context.Context, hash [32]byte) (*Entry, error) {
 		default:
 			e = newEntry(hash, hexHash, k, now.Add(c.ttl), epoch)
 			e.spend.Store(math.Float64bits(k.Spend + c.local.get(hash))) // unflushed local spend stays counted
-			if !e.GraceUntil.IsZero() { // a rotated-out token: keep it briefly
+			if !e.GraceUntil.IsZero() {                                  // a rotated-out token: keep it briefly
 				e.until = minTime(e.until, now.Add(c.negTTL))
 			}
 		}
@@ -436,7 +436,7 @@ func (c *Cache) SetSpend(hash string, spend float64) {
 		return
 	}
 	k := slot(&h)
-	c.dropGraced(h) // rare: reload those rather than track their spend
+	c.dropGraced(h)   // rare: reload those rather than track their spend
 	c.local.mu.Lock() // spend metered here and not yet flushed stays counted
 	defer c.local.mu.Unlock()
 	spend += c.local.m[h].pending()
