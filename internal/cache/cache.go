@@ -281,8 +281,9 @@ func (c *Cache) load(ctx context.Context, hash [32]byte) (*Entry, error) {
 			return nil, fmt.Errorf("lookup %s: %w", keys.Redact(hexHash), err)
 		default:
 			e = newEntry(hash, hexHash, k, now.Add(c.ttl), epoch)
-			e.spend.Store(math.Float64bits(k.Spend + c.local.get(hash))) // unflushed local spend stays counted
-			if !e.GraceUntil.IsZero() {                                  // a rotated-out token: keep it briefly
+			// Spend metered here and not yet flushed stays counted.
+			e.spend.Store(math.Float64bits(k.Spend + c.local.get(hash)))
+			if !e.GraceUntil.IsZero() { // a rotated-out token: keep it briefly
 				e.until = minTime(e.until, now.Add(c.negTTL))
 			}
 		}
