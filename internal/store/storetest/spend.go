@@ -48,13 +48,11 @@ func (s *suite) testApplySpend(t *testing.T) {
 	w := spendWriter(t, st)
 	ctx := t.Context()
 	a, b := token("a1"), token("b1")
-	ka := fullKey(a)
+	ka := meterKey(a)
 	ka.Spend = 1.5
 	ka.ModelSpend = map[string]any{"gpt-4o": 1.5, "weird": "x"}
 	mustCreate(t, st, ka)
-	kb := fullKey(b)
-	kb.KeyAlias = nil
-	kb.Spend = 0
+	kb := meterKey(b)
 	kb.ModelSpend = nil
 	mustCreate(t, st, kb)
 	missing := token("c1")
@@ -106,7 +104,7 @@ func (s *suite) testApplySpendIdempotent(t *testing.T) {
 	st := s.store(t)
 	w := spendWriter(t, st)
 	a := token("a2")
-	mustCreate(t, st, fullKey(a))
+	mustCreate(t, st, meterKey(a))
 	b := &store.SpendBatch{ID: "dup-" + a[:8], Keys: []store.KeySpend{{Token: a, Spend: 1}},
 		Logs: []store.SpendLog{spendLog("dup-"+a[:8], a, 1, time.Now())}}
 	for i := range 3 {
@@ -137,10 +135,8 @@ func (s *suite) testApplySpendConcurrent(t *testing.T) {
 	st := s.store(t)
 	w := spendWriter(t, st)
 	a, b := token("a3"), token("b3")
-	mustCreate(t, st, fullKey(a))
-	kb := fullKey(b)
-	kb.KeyAlias = nil
-	mustCreate(t, st, kb)
+	mustCreate(t, st, meterKey(a))
+	mustCreate(t, st, meterKey(b))
 	const n = 20
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
@@ -176,7 +172,6 @@ func (s *suite) testApplySpendEvents(t *testing.T) {
 	st := s.store(t)
 	w := spendWriter(t, st)
 	a := token("a4")
-	mustCreate(t, st, fullKey(a))
 	evs := make(chan store.Event, 64)
 	unsub := st.Subscribe(func(e store.Event) {
 		if e.Token == a {
@@ -184,26 +179,26 @@ func (s *suite) testApplySpendEvents(t *testing.T) {
 		}
 	})
 	defer unsub()
+	mustCreate(t, st, meterKey(a))
+	next := func() store.Event {
+		t.Helper()
+		select {
+		case e := <-evs:
+			return e
+		case <-time.After(EventTimeout):
+			t.Fatal("no event")
+		}
+		return store.Event{}
+	}
+	if e := next(); e.Kind != store.EventChanged { // the INSERT
+		t.Fatalf("after Create: event %+v, want EventChanged", e)
+	}
 	if _, err := w.ApplySpend(t.Context(), &store.SpendBatch{ID: "ev-" + a[:8],
 		Keys: []store.KeySpend{{Token: a, Spend: 0.5, ModelSpend: map[string]float64{"gpt-4o": 0.5}}}}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.After(EventTimeout)
-	for {
-		select {
-		case e := <-evs:
-			if e.Kind == store.EventChanged {
-				t.Fatalf("metered update reported as EventChanged, want EventSpend")
-			}
-			if e.Kind == store.EventSpend {
-				if e.Spend != 0.5 {
-					t.Fatalf("EventSpend.Spend = %v, want 0.5", e.Spend)
-				}
-				return
-			}
-		case <-deadline:
-			t.Fatal("no EventSpend after ApplySpend")
-		}
+	if e := next(); e.Kind != store.EventSpend || e.Spend != 0.5 {
+		t.Fatalf("after ApplySpend: event %+v, want EventSpend with spend 0.5", e)
 	}
 }
 
@@ -266,4 +261,11 @@ func sortKeys(ks []store.KeySpend) []store.KeySpend {
 		}
 	}
 	return ks
+}
+
+// meterKey is a full key with no spend yet and no alias.
+func meterKey(tok string) *keys.Key {
+	k := fullKey(tok)
+	k.Spend, k.KeyAlias, k.ModelSpend = 0, nil, map[string]any{}
+	return k
 }
