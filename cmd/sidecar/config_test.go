@@ -24,7 +24,8 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 		{"defaults", nil, nil, func(t *testing.T, c *Config) {
 			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
 				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
-				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second}
+				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second,
+				SpendFlushInterval: time.Second, SpendMaxPendingLogs: 100000, InjectIncludeUsage: true}
 			if *c != want {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
