@@ -53,6 +53,7 @@ func run(args []string) error {
 	shape := fs.String("shape", "json", "response shape: json (1 KB) or sse (50 chunks)")
 	n := fs.Int("n", 10000, "requests per target")
 	c := fs.Int("c", 8, "concurrent streams")
+	rounds := fs.Int("rounds", 6, "alternating rounds per target")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -92,21 +93,27 @@ func run(args []string) error {
 	}
 	defer stop(scCmd)
 
-	fmt.Printf("shape %s, %d requests per target, %d concurrent streams, %d response chunks\n", *shape, *n, *c, len(ex.Chunks))
-	var results []result
-	for _, t := range []struct {
-		name string
-		addr string
-		pid  int
-	}{{"no-op ext_proc", noopAddr, noopCmd.Process.Pid}, {"sidecar ext_proc", scAddr, scCmd.Process.Pid}} {
-		r, err := drive(t.name, t.addr, t.pid, ex, *n, *c)
-		if err != nil {
+	fmt.Printf("shape %s, %d requests per target in %d alternating rounds, %d concurrent streams, %d response chunks\n", *shape, *n, *rounds, *c, len(ex.Chunks))
+	targets := []*target{{name: "no-op ext_proc", addr: noopAddr, pid: noopCmd.Process.Pid}, {name: "sidecar ext_proc", addr: scAddr, pid: scCmd.Process.Pid}}
+	for _, t := range targets {
+		if err := t.connect(ex, *c); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
-		results = append(results, r)
-		fmt.Println(r)
+		defer t.conn.Close()
 	}
-	floor, got := results[0], results[1]
+	// Alternate the targets in rounds so a neighbour's load on a shared
+	// machine hits both alike.
+	per := max(1, *n / *rounds)
+	for range *rounds {
+		for _, t := range targets {
+			if err := t.round(ex, per, *c); err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+		}
+	}
+	floor, got := targets[0].result(), targets[1].result()
+	fmt.Println(floor)
+	fmt.Println(got)
 	fmt.Printf("ratio to the no-op floor: CPU/request %.2fx, p50 %.2fx, p99 %.2fx; latency added p50 %v, p99 %v\n",
 		got.cpuPerReq/floor.cpuPerReq, float64(got.p50)/float64(floor.p50), float64(got.p99)/float64(floor.p99),
 		got.p50-floor.p50, got.p99-floor.p99)
@@ -126,44 +133,60 @@ func (r result) String() string {
 		r.name, r.n, r.wall.Round(time.Millisecond), float64(r.n)/r.wall.Seconds(), r.cpuPerReq, r.p50, r.p99)
 }
 
-func drive(name, addr string, pid int, ex *extproctest.Exchange, n, c int) (result, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+type target struct {
+	name   string
+	addr   string
+	pid    int
+	conn   *grpc.ClientConn
+	client extprocv3.ExternalProcessorClient
+	cpu    time.Duration
+	wall   time.Duration
+	lat    []time.Duration
+}
+
+func (t *target) connect(ex *extproctest.Exchange, c int) error {
+	conn, err := grpc.NewClient(t.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return result{}, err
+		return err
 	}
-	defer conn.Close()
-	client := extprocv3.NewExternalProcessorClient(conn)
-	ctx := context.Background()
-	// Wait for the server, then warm up.
+	t.conn, t.client = conn, extprocv3.NewExternalProcessorClient(conn)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := extproctest.Drive(ctx, client, ex); err == nil {
+		if _, err := extproctest.Drive(context.Background(), t.client, ex); err == nil {
 			break
 		} else if time.Now().After(deadline) {
-			return result{}, fmt.Errorf("server not answering: %w", err)
+			return fmt.Errorf("server not answering: %w", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := load(ctx, client, ex, n/10+1, c, nil); err != nil {
-		return result{}, err
-	}
+	return load(context.Background(), t.client, ex, 500, c, nil) // warm up
+}
+
+func (t *target) round(ex *extproctest.Exchange, n, c int) error {
 	lat := make([]time.Duration, n)
-	cpu0, err := procCPU(pid)
+	cpu0, err := procCPU(t.pid)
 	if err != nil {
-		return result{}, err
+		return err
 	}
 	start := time.Now()
-	if err := load(ctx, client, ex, n, c, lat); err != nil {
-		return result{}, err
+	if err := load(context.Background(), t.client, ex, n, c, lat); err != nil {
+		return err
 	}
-	wall := time.Since(start)
-	cpu1, err := procCPU(pid)
+	t.wall += time.Since(start)
+	cpu1, err := procCPU(t.pid)
 	if err != nil {
-		return result{}, err
+		return err
 	}
-	slices.Sort(lat)
-	return result{name: name, n: n, wall: wall, cpuPerReq: float64((cpu1 - cpu0).Microseconds()) / float64(n),
-		p50: lat[n/2], p99: lat[n*99/100]}, nil
+	t.cpu += cpu1 - cpu0
+	t.lat = append(t.lat, lat...)
+	return nil
+}
+
+func (t *target) result() result {
+	slices.Sort(t.lat)
+	n := len(t.lat)
+	return result{name: t.name, n: n, wall: t.wall, cpuPerReq: float64(t.cpu.Microseconds()) / float64(n),
+		p50: t.lat[n/2], p99: t.lat[n*99/100]}
 }
 
 var seq atomic.Int64
