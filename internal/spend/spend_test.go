@@ -82,7 +82,12 @@ type fakeLocal struct {
 func newLocal() *fakeLocal {
 	return &fakeLocal{added: map[string]float64{}, settled: map[string]float64{}, n: map[string]int{}, stored: map[string]float64{}}
 }
-func (l *fakeLocal) AddSpend(h string, d float64) { l.mu.Lock(); l.added[h] += d; l.n[h]++; l.mu.Unlock() }
+func (l *fakeLocal) AddSpend(h string, d float64) {
+	l.mu.Lock()
+	l.added[h] += d
+	l.n[h]++
+	l.mu.Unlock()
+}
 func (l *fakeLocal) SettleSpend(h string, d float64, n int, stored float64) {
 	l.mu.Lock()
 	l.settled[h] += d

@@ -48,7 +48,6 @@ type Result struct {
 	BufferedBody bool
 }
 
-
 // Drive runs ex over one new stream of c.
 func Drive(ctx context.Context, c extprocv3.ExternalProcessorClient, ex *Exchange) (Result, error) {
 	var res Result
