@@ -84,6 +84,7 @@ type entry struct {
 	base      rates
 	tiers     []tier // highest threshold first
 	inclusive bool   // the tier threshold is inclusive (LiteLLM: xai)
+	custom    bool   // set by the operator (Config.Custom)
 }
 
 // Table is an immutable snapshot of a price table, with custom prices and
@@ -116,8 +117,8 @@ func Default() *Table { return defaultTable() }
 var ErrNoPrices = errors.New("pricing: table has no model with a price")
 
 // Parse reads the model_prices_and_context_window.json format: an object of
-// model name to entry. Entries that are not objects (and "sample_spec") are
-// skipped; numeric strings ("3e-7") are read as numbers, as LiteLLM does;
+// model name to entry. Entries that are not objects, "sample_spec" and
+// empty or overlong (> 512 bytes) names are skipped; numeric strings ("3e-7") are read as numbers, as LiteLLM does;
 // values of unknown keys are ignored.
 func Parse(data []byte) (*Table, error) {
 	var doc map[string]json.RawMessage
@@ -126,7 +127,7 @@ func Parse(data []byte) (*Table, error) {
 	}
 	t := &Table{models: make(map[string]*entry, len(doc))}
 	for name, msg := range doc {
-		if name == "sample_spec" || len(msg) == 0 || msg[0] != '{' {
+		if name == "sample_spec" || name == "" || len(name) > maxName || len(msg) == 0 || msg[0] != '{' {
 			continue
 		}
 		var fields map[string]json.RawMessage
@@ -262,7 +263,9 @@ func (t *Table) With(custom map[string]map[string]float64, deployments map[strin
 		for k, v := range prices {
 			raw[k] = v
 		}
-		n.models[name] = build(name, provider, raw)
+		e := build(name, provider, raw)
+		e.custom = true
+		n.models[name] = e
 	}
 	if deployments != nil {
 		n.deployments = deployments
@@ -275,8 +278,8 @@ func (t *Table) With(custom map[string]map[string]float64, deployments map[strin
 func ValidateCustom(custom map[string]map[string]float64) error {
 	var errs []error
 	for name, prices := range custom {
-		if name == "" {
-			errs = append(errs, errors.New("pricing: custom price for an empty model name"))
+		if name == "" || len(name) > maxName {
+			errs = append(errs, fmt.Errorf("pricing: custom price for model name %.40q: want 1 to %d bytes", name, maxName))
 		}
 		for k, v := range prices {
 			if !isCostKey(k) {
@@ -301,8 +304,9 @@ func (t *Table) Cost(requestedModel string, u usage.Usage) (usd float64, ok bool
 	return e.cost(u), true
 }
 
-// Lookup returns the table key Cost would price a response with: responseModel
-// if known, else requestedModel. A name is tried as given, then as the model
+// Lookup returns the table key Cost would price a response with: the
+// requested model's custom price or Azure deployment mapping if configured,
+// else responseModel if known, else requestedModel. A name is tried as given, then as the model
 // its Azure deployment maps to, then without provider prefixes (openai/,
 // azure/, anthropic/, gemini/, vertex_ai/, bedrock/, models/, ...), without
 // a Bedrock region or vendor prefix and version suffix (us.anthropic.x-v1:0),
@@ -318,6 +322,18 @@ func (t *Table) resolve(requested, response string) *entry {
 	if t == nil {
 		return nil
 	}
+	// What the operator configured for the requested name wins over the
+	// response's model, as LiteLLM's deployment custom pricing and base_model do.
+	for _, n := range [2]string{requested, stripProviders(requested)} {
+		if e := t.models[n]; e != nil && e.custom {
+			return e
+		}
+		if m, ok := t.deployments[n]; ok {
+			if e := t.find(m, false); e != nil {
+				return e
+			}
+		}
+	}
 	if e := t.find(response, true); e != nil {
 		return e
 	}
@@ -326,6 +342,9 @@ func (t *Table) resolve(requested, response string) *entry {
 
 // providers are the prefixes LiteLLM puts before a model name ("openai/gpt-4o")
 // and that are stripped when looking one up.
+// maxName bounds model names: longer ones are neither read nor looked up.
+const maxName = 512
+
 var providers = map[string]bool{
 	"openai": true, "azure": true, "azure_ai": true, "anthropic": true, "gemini": true, "vertex_ai": true,
 	"vertex_ai_beta": true, "bedrock": true, "converse": true, "invoke": true, "text-completion-openai": true,
@@ -333,8 +352,18 @@ var providers = map[string]bool{
 	"together_ai": true, "fireworks_ai": true, "cohere": true, "moonshot": true, "global": true, "us": true, "eu": true,
 }
 
+func stripProviders(n string) string {
+	for {
+		i := strings.IndexByte(n, '/')
+		if i <= 0 || i == len(n)-1 || !providers[n[:i]] {
+			return n
+		}
+		n = n[i+1:]
+	}
+}
+
 func (t *Table) find(name string, deployments bool) *entry {
-	if name == "" || len(name) > 512 {
+	if name == "" || len(name) > maxName {
 		return nil
 	}
 	if e := t.models[name]; e != nil {
@@ -347,14 +376,7 @@ func (t *Table) find(name string, deployments bool) *entry {
 			}
 		}
 	}
-	n := name
-	for {
-		i := strings.IndexByte(n, '/')
-		if i <= 0 || i == len(n)-1 || !providers[n[:i]] {
-			break
-		}
-		n = n[i+1:]
-	}
+	n := stripProviders(name)
 	try := func(s string) *entry {
 		if s == name {
 			return nil

@@ -152,6 +152,9 @@ func TestLookup(t *testing.T) {
 		{"azure/prod-gpt4o", "", "gpt-4o"},
 		{"prod-gpt4o", "", "gpt-4o"},
 		{"bad", "", ""},
+		{"prod-gpt4o", "gpt-4o-mini-2024-07-18", "gpt-4o"}, // the deployment's mapping wins (LiteLLM's base_model)
+		{"azure/prod-gpt4o", "gpt-4o-mini-2024-07-18", "gpt-4o"},
+		{"bad", "gpt-4o-mini", "gpt-4o-mini"},
 		{"anthropic/claude-opus-4-6", "", "claude-opus-4-6"},
 		{"claude-opus-4-6-20991231", "", "claude-opus-4-6"},
 		{"vertex_ai/gemini-2.5-pro", "", "gemini-2.5-pro"},
@@ -203,6 +206,10 @@ func TestCustomPrices(t *testing.T) {
 		if got, ok := table.Cost(tt.model, tt.u); !ok || !near(got, tt.want) {
 			t.Errorf("Cost(%s) = %.15g, %v; want %.15g", tt.model, got, ok, tt.want)
 		}
+	}
+	// A custom price for the requested name wins over the response's model.
+	if got, ok := table.Cost("my-llama", usage.Usage{Model: "gpt-4o-2024-08-06", PromptTokens: 10}); !ok || !near(got, 10*2e-7) {
+		t.Errorf("custom price for the requested model not used: %g", got)
 	}
 	if got, _ := Default().Cost("gpt-4o", u); !near(got, 60*2.5e-6+40*1.25e-6+10*1e-5) {
 		t.Errorf("With changed the table it was called on: %g", got)

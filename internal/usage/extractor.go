@@ -61,9 +61,10 @@ type Extractor struct {
 	err      error
 	finished bool
 
-	raw   rawUsage
-	found bool
-	model []byte
+	raw    rawUsage
+	found  bool
+	model  []byte
+	events int // SSE data events and JSON values read
 
 	zbuf []byte // compressed body, decoded when the body ends
 
@@ -150,6 +151,12 @@ func parseEncoding(ce string) encoding {
 	}
 	return encUnknown
 }
+
+// Events is the number of SSE events with data (including a final [DONE])
+// read so far, or of JSON values for a JSON body. OpenAI-style streams send
+// about one output token per event, so for a stream without usage it bounds
+// an estimate of the output tokens; call it after Usage.
+func (x *Extractor) Events() int { return x.events }
 
 // Err reports why reading stopped early (nil if it did not).
 func (x *Extractor) Err() error { return x.err }
@@ -377,6 +384,7 @@ func (x *Extractor) sseLine(line []byte, over bool) {
 
 func (x *Extractor) dispatch() {
 	if x.hasData && !x.dataOver {
+		x.events++
 		x.value(x.data)
 	}
 	x.data, x.hasData, x.dataOver = x.data[:0], false, false
@@ -423,6 +431,7 @@ func (x *Extractor) json(p []byte) {
 				x.inElem = false
 				part := p[start : i+1]
 				x.elemLen += len(part)
+				x.events++
 				switch {
 				case x.elemOver || x.elemLen > x.maxBytes:
 				case len(x.elem) > 0:

@@ -205,9 +205,11 @@ func TestExtract(t *testing.T) {
 			t.Parallel()
 			body := c.data(t)
 			for _, enc := range []string{"", "gzip", "br", "zstd", "deflate"} {
-				for name, split := range map[string]func([]byte) [][]byte{
-					"whole": whole, "bytewise": bytewise, "random1": randomSplits(1), "random2": randomSplits(2),
-				} {
+				splits := map[string]func([]byte) [][]byte{"whole": whole, "random1": randomSplits(1)}
+				if enc == "" { // compressed bodies are buffered whole: splits matter before decoding only
+					splits["bytewise"], splits["random2"] = bytewise, randomSplits(2)
+				}
+				for name, split := range splits {
 					u, ok := run(t, c, enc, compress(t, enc, body), split)
 					if u != c.want || ok != c.found {
 						t.Errorf("enc %q split %s: got %+v found=%v, want %+v found=%v", enc, name, u, ok, c.want, c.found)
@@ -215,6 +217,21 @@ func TestExtract(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestEventsOfStreamWithoutUsage(t *testing.T) {
+	t.Parallel()
+	body, err := os.ReadFile("testdata/openai_chat_stream_nousage.sse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := NewExtractor(APIOpenAIChat, "text/event-stream", "", 0)
+	for _, p := range bytewise(body) {
+		_ = x.Write(p)
+	}
+	if _, ok := x.Usage(); ok || x.Events() != 4 {
+		t.Errorf("found=%v events=%d, want no usage and 4 events (3 chunks and [DONE])", ok, x.Events())
 	}
 }
 
@@ -303,5 +320,21 @@ func TestUsageClampsParts(t *testing.T) {
 	want := Usage{PromptTokens: 10, CachedReadTokens: 10, OutputTokens: 5, ReasoningTokens: 5}
 	if u != want {
 		t.Errorf("got %+v, want %+v", u, want)
+	}
+}
+
+func TestCumulativeCountsKeepTheLargest(t *testing.T) {
+	t.Parallel()
+	body := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-x\",\"usage\":{\"input_tokens\":40,\"cache_read_input_tokens\":100,\"output_tokens\":1}}}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":77}}\n\n"
+	x := NewExtractor(APIAnthropicMessages, "text/event-stream", "", 0)
+	_ = x.Write([]byte(body))
+	u, ok := x.Usage()
+	want := Usage{Model: "claude-x", PromptTokens: 140, CachedReadTokens: 100, OutputTokens: 77}
+	if !ok || u != want {
+		t.Errorf("got %+v %v, want %+v", u, ok, want)
+	}
+	if x.Events() != 2 {
+		t.Errorf("Events() = %d, want 2", x.Events())
 	}
 }

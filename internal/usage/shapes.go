@@ -5,8 +5,7 @@ package usage
 // Usage may sit at the top level (OpenAI, Anthropic, Gemini, Bedrock), under
 // "message" (Anthropic message_start) or "response" (Responses API events),
 // and under "amazon-bedrock-invocationMetrics" (Bedrock invoke streams).
-// Later documents override the fields they carry: every provider's later
-// counts are cumulative.
+// Counts are cumulative within a response: the largest seen wins (rawUsage.put).
 func (x *Extractor) value(b []byte) {
 	s := scan{b: b}
 	if !s.enter() {

@@ -76,7 +76,15 @@ type rawUsage struct {
 	v   [nFields]int64
 }
 
+// put records a count. Within one response every provider's counts are
+// cumulative (Anthropic's message_start then message_delta, Gemini's chunks),
+// so the largest value seen wins: a later event that reports 0 for a count it
+// does not track (some Anthropic-compatible streams repeat input_tokens: 0 in
+// message_delta) cannot erase it.
 func (r *rawUsage) put(f int, n int64) {
+	if r.has(f) && n < r.v[f] {
+		return
+	}
 	r.set |= 1 << f
 	r.v[f] = n
 }
