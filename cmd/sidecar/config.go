@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/virtualkeys/sidecar/internal/pricing"
 )
 
 // Config is the sidecar's whole configuration. Each field's comment says
@@ -381,16 +383,9 @@ func pathErr(err error) error {
 
 // parseDeployments reads --model-deployments: "dep=model,dep2=model2".
 func parseDeployments(s string) (map[string]string, error) {
-	if s == "" {
-		return nil, nil
-	}
-	m := map[string]string{}
-	for _, kv := range strings.Split(s, ",") {
-		d, model, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok || d == "" || model == "" {
-			return nil, fmt.Errorf("--model-deployments: %q is not deployment=model", kv)
-		}
-		m[d] = model
+	m, err := pricing.ParseDeployments(s)
+	if err != nil {
+		return nil, fmt.Errorf("--model-deployments: %w", err)
 	}
 	return m, nil
 }

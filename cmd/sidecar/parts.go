@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -131,7 +130,7 @@ func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logge
 		if err != nil {
 			return nil, fmt.Errorf("--custom-prices-file: %w", err)
 		}
-		if err := json.Unmarshal(b, &pcfg.Custom); err != nil {
+		if pcfg.Custom, err = pricing.ParseCustom(b); err != nil {
 			return nil, fmt.Errorf("--custom-prices-file %s: %w", cfg.CustomPricesFile, err)
 		}
 	}

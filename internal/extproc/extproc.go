@@ -40,7 +40,6 @@
 package extproc
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -435,8 +434,6 @@ func (s *Server) responseHeaders(st *stream, h *extprocv3.HttpHeaders) {
 	}
 }
 
-var dataPrefix = []byte("data:")
-
 func (s *Server) responseBody(st *stream, b *extprocv3.HttpBody) {
 	if st.done {
 		return
@@ -445,9 +442,6 @@ func (s *Server) responseBody(st *stream, b *extprocv3.HttpBody) {
 	st.respBytes += int64(len(body))
 	if ok2xx(st.status) && st.x != nil {
 		_ = st.x.Write(body) // an error stops reading; the response is then estimated
-		if st.sse {
-			st.events += int64(bytes.Count(body, dataPrefix))
-		}
 	}
 	if b.GetEndOfStream() {
 		s.finish(st)
@@ -518,8 +512,8 @@ func (s *Server) charge(st *stream, incomplete bool) usage.Usage {
 	if !found {
 		rec.Estimated = true
 		u.PromptTokens = (st.reqBodyBytes + 3) / 4
-		if st.sse {
-			u.OutputTokens = st.events
+		if st.sse && st.x != nil {
+			u.OutputTokens = int64(st.x.Events())
 		} else {
 			u.OutputTokens = (st.respBytes + 3) / 4
 		}
