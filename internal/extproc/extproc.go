@@ -14,10 +14,14 @@
 // Processing mode (set in the Envoy filter; see docs/metering.md for the
 // measurements behind it): request headers SEND; request body NONE, except
 // for OpenAI chat/completions and completions requests, whose headers
-// answer with a mode_override to BUFFERED (the filter must set
+// answer with a mode_override to BUFFERED_PARTIAL (the filter must set
 // allow_mode_override) so that a stream that did not ask for usage gets
 // "stream_options": {"include_usage": true} injected (a body mutation, as
-// Envoy AI Gateway does); response headers SEND; response body STREAMED
+// Envoy AI Gateway does). BUFFERED_PARTIAL rather than BUFFERED: a body
+// larger than Envoy's buffer limit then arrives in parts and passes
+// unchanged (charged by estimate if it was a stream) instead of Envoy
+// answering 413; a body that fits arrives whole (end_of_stream) and is
+// the only one mutated; response headers SEND; response body STREAMED
 // (each chunk answered at once, never held); trailers SKIP. Every message
 // Envoy waits for is answered with an empty CommonResponse (shared, never
 // allocated per message). In observability_mode nothing is answered.
@@ -123,7 +127,7 @@ type Config struct {
 	UnknownModelCostPerToken float64
 	// InjectIncludeUsage makes OpenAI chat/completions and completions
 	// request headers ask Envoy for the request body (mode_override to
-	// BUFFERED) so a stream without stream_options.include_usage gets it
+	// BUFFERED_PARTIAL) so a stream without stream_options.include_usage gets it
 	// injected. The Envoy filter must set allow_mode_override. false never
 	// touches requests: such streams are charged by estimate.
 	InjectIncludeUsage bool
@@ -229,7 +233,7 @@ var (
 	respBufferBody = &extprocv3.ProcessingResponse{
 		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}},
 		ModeOverride: &filterv3.ProcessingMode{
-			RequestHeaderMode: filterv3.ProcessingMode_SEND, RequestBodyMode: filterv3.ProcessingMode_BUFFERED,
+			RequestHeaderMode: filterv3.ProcessingMode_SEND, RequestBodyMode: filterv3.ProcessingMode_BUFFERED_PARTIAL,
 			ResponseHeaderMode: filterv3.ProcessingMode_SEND, ResponseBodyMode: filterv3.ProcessingMode_STREAMED,
 			RequestTrailerMode: filterv3.ProcessingMode_SKIP, ResponseTrailerMode: filterv3.ProcessingMode_SKIP,
 		},

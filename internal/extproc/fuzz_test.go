@@ -60,3 +60,20 @@ func FuzzStream(f *testing.F) {
 		s.ended(t.Context(), st) // a second end is a no-op
 	})
 }
+
+// TestPartialBodyNotMutated: a request body larger than Envoy's buffer
+// (BUFFERED_PARTIAL sends a part without end_of_stream) passes unchanged.
+func TestPartialBodyNotMutated(t *testing.T) {
+	s, err := New(Config{Accountant: checkAcct{t}, Prices: tablePrices{pricing.Default()}, InjectIncludeUsage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"model":"gpt-4o","stream":true,"messages":[]}`)
+	for _, eos := range []bool{false, true} {
+		resp := s.requestBody(&stream{}, &extprocv3.HttpBody{Body: body, EndOfStream: eos})
+		mutated := resp.GetRequestBody().GetResponse().GetBodyMutation() != nil
+		if mutated != eos {
+			t.Errorf("end_of_stream %v: mutated %v", eos, mutated)
+		}
+	}
+}

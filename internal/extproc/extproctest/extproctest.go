@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -25,7 +26,7 @@ type Exchange struct {
 	// envoy.filters.http.ext_authz); nil sends none.
 	Metadata map[string]string
 	// RequestBody is sent when the server asks for it (mode_override to
-	// BUFFERED) or when AlwaysSendBody is set; nil sends none.
+	// BUFFERED_PARTIAL) or when AlwaysSendBody is set; nil sends none.
 	RequestBody    []byte
 	AlwaysSendBody bool
 	// ResponseHeaders (":status" included) and the response body chunks;
@@ -90,7 +91,7 @@ func Drive(ctx context.Context, c extprocv3.ExternalProcessorClient, ex *Exchang
 	if resp != nil && resp.GetRequestHeaders() == nil {
 		return res, fmt.Errorf("request headers answered with %T", resp.Response)
 	}
-	if mo := resp.GetModeOverride(); mo != nil && mo.GetRequestBodyMode().String() == "BUFFERED" {
+	if mo := resp.GetModeOverride(); mo != nil && strings.HasPrefix(mo.GetRequestBodyMode().String(), "BUFFERED") {
 		res.BufferedBody = true
 	}
 	if ex.RequestBody != nil && (res.BufferedBody || ex.AlwaysSendBody) {
