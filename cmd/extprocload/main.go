@@ -11,7 +11,9 @@
 //	/tmp/extprocload -sidecar /tmp/sidecar -shape sse -n 20000 -c 8
 //
 // Shapes: json (a ~1 KB OpenAI chat completion) and sse (an OpenAI chat
-// stream of 50 chunks, the last one carrying usage).
+// stream of 50 chunks, the last one carrying usage). Both send a chat
+// request body when the server asks for it (the sidecar does, to inject
+// stream_options.include_usage; the no-op server does not).
 package main
 
 import (
@@ -246,8 +248,10 @@ func exchange(shape string) (*extproctest.Exchange, error) {
 		Metadata: map[string]string{"key_hash": "5e0d1f2b4a6c8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d4e6f",
 			"key_alias": "load", "team_id": "team-load", "user_id": "user-load", "model": "gpt-4o"},
 	}
+	msgs := `"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Summarise the plot of Hamlet in one paragraph."}]`
 	switch shape {
 	case "json":
+		ex.RequestBody = []byte(`{"model":"gpt-4o",` + msgs + `}`)
 		content := strings.Repeat("The quick brown fox jumps over the lazy dog. ", 14)
 		body := `{"id":"chatcmpl-load","object":"chat.completion","created":1735689600,"model":"gpt-4o-2024-08-06",` +
 			`"choices":[{"index":0,"message":{"role":"assistant","content":"` + content + `","refusal":null},` +
@@ -257,6 +261,10 @@ func exchange(shape string) (*extproctest.Exchange, error) {
 		ex.ResponseHeaders = [][2]string{{":status", "200"}, {"content-type", "application/json"}, {"content-length", strconv.Itoa(len(body))}}
 		ex.Chunks = [][]byte{[]byte(body)}
 	case "sse":
+		// A stream that did not ask for usage: the sidecar buffers the
+		// request body (mode_override) and injects include_usage, so the
+		// last chunk carries it.
+		ex.RequestBody = []byte(`{"model":"gpt-4o","stream":true,` + msgs + `}`)
 		ex.ResponseHeaders = [][2]string{{":status", "200"}, {"content-type", "text/event-stream"}}
 		for i := range 49 {
 			ex.Chunks = append(ex.Chunks, []byte(`data: {"id":"chatcmpl-load","object":"chat.completion.chunk","created":1735689600,`+
