@@ -66,24 +66,32 @@ func (c *Cache) AddSpend(hash string, delta float64) {
 }
 
 // SettleSpend says n deltas of the key summing to delta reached the store,
-// whose spend for the key is now stored. The cached spend becomes stored
-// plus what is still pending.
+// whose spend for the key became stored in that commit. The cached spend
+// becomes the larger of (what it was - delta) and (stored + what is still
+// pending): the first is right when the change feed already delivered
+// this commit (or a later one), the second when it has not yet; either
+// way a later spend event sets it to the store's value plus what is
+// pending.
 func (c *Cache) SettleSpend(hash string, delta float64, n int, stored float64) {
 	h, err := parseHash(hash)
 	if err != nil {
 		return
 	}
 	c.local.mu.Lock()
-	if p := c.local.m[h]; p != nil {
+	defer c.local.mu.Unlock()
+	p := c.local.m[h]
+	if p != nil {
 		p.sum -= delta
 		p.n -= n
 		if p.n <= 0 {
 			delete(c.local.m, h)
 		}
 	}
-	c.stripe(slot(&h)).Add(1) // a load between the flush and now may have read the old row
-	c.local.mu.Unlock()
-	c.SetSpend(hash, stored)
+	k := slot(&h)
+	if e, ok := c.rc.Get(k); ok && e.hash == h && !e.neg && e.epoch == c.epoch.Load() && c.now().Before(e.until) {
+		e.spend.Store(math.Float64bits(max(e.Spend()-delta, stored+c.local.m[h].pending())))
+	}
+	c.stripe(k).Add(1) // a load between the commit and now may have read the old row
 }
 
 // PendingSpend is the spend metered on this replica for the key that the

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/keys"
 )
 
@@ -76,5 +77,43 @@ func TestLocalSpendConcurrent(t *testing.T) {
 	wg.Wait()
 	if got := e.Spend(); math.Abs(got-8) > 1e-9 {
 		t.Fatalf("spend = %v, want 8", got)
+	}
+}
+
+// TestSettleSpendRaces: the change feed may deliver this replica's commit,
+// or a later one from another replica, before or after SettleSpend; the
+// cached spend ends right either way.
+func TestSettleSpendRaces(t *testing.T) {
+	h := keys.HashHex("sk-settle")
+	for _, tc := range []struct {
+		name string
+		do   func(c *cache.Cache)
+		want float64
+	}{
+		// base 1, metered 0.5 here; our commit makes it 1.5; another
+		// replica's later commit makes it 2.5.
+		{"event after settle", func(c *cache.Cache) { c.SettleSpend(h, 0.5, 1, 1.5); c.SetSpend(h, 1.5) }, 1.5},
+		{"event before settle", func(c *cache.Cache) { c.SetSpend(h, 1.5); c.SettleSpend(h, 0.5, 1, 1.5) }, 1.5},
+		{"later commit before settle", func(c *cache.Cache) { c.SetSpend(h, 2.5); c.SettleSpend(h, 0.5, 1, 1.5) }, 2.5},
+		{"settle before a later commit", func(c *cache.Cache) { c.SettleSpend(h, 0.5, 1, 1.5); c.SetSpend(h, 2.5) }, 2.5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &fakeLoader{}
+			l.put(&keys.Key{Token: h, Spend: 1})
+			c := newCache(t, l, newClock(), nil)
+			e, err := c.Get(context.Background(), keys.Hash("sk-settle"))
+			if err != nil || e == nil {
+				t.Fatal(err)
+			}
+			c.Wait()
+			c.AddSpend(h, 0.5)
+			tc.do(c)
+			if got := e.Spend(); math.Abs(got-tc.want) > 1e-12 {
+				t.Fatalf("spend = %v, want %v", got, tc.want)
+			}
+			if p := c.PendingSpend(h); p != 0 {
+				t.Fatalf("pending = %v, want 0", p)
+			}
+		})
 	}
 }
