@@ -140,6 +140,9 @@ func TestRecordAndFlush(t *testing.T) {
 	if l.added["ka"] != 0.375 || l.added["kb"] != 0.5 || obs.n != 5 {
 		t.Fatalf("local = %v, observer saw %d; want applied at once", l.added, obs.n)
 	}
+	if len(w.batches) != 0 {
+		t.Fatal("Record wrote to the store: requests must make no store query (flushes only)")
+	}
 	if err := a.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
