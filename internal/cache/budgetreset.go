@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math"
 	"time"
 )
 
@@ -28,9 +29,11 @@ func (c *Cache) ApplyBudgetReset(hash string, spend float64, resetAt time.Time) 
 	}
 	nk := *e.Key
 	nk.Spend = spend
+	ne0 := c.local.get(h) // metered here, not yet flushed: still counts
 	nk.BudgetResetAt = &resetAt
 	until := time.Unix(0, e.until)
 	ne := newEntry(e.hash, &nk, time.Unix(0, e.loaded), until, e.epoch)
+	ne.spend.Store(math.Float64bits(spend + ne0))
 	if !c.rc.Set(k, ne, 1) || !c.still(gen, k, false) {
 		c.rc.Del(k)
 	}

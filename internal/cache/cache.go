@@ -170,6 +170,7 @@ type Cache struct {
 	epoch    atomic.Uint64             // bumped by every Purge
 	graceMu  sync.Mutex
 	graceIdx map[[32]byte]map[uint64]struct{} // active hash -> presented cache keys
+	local    localSpend                       // metered spend not yet in the store (spend.go)
 
 	flightMu sync.Mutex
 	flights  map[flightKey]*flight
@@ -468,6 +469,8 @@ func (c *Cache) fetch(ctx context.Context, hash [32]byte, g loadGen) (*Entry, er
 			active, _ = parseHash(k.Token)
 		}
 		e = newEntry(hash, k, began, now.Add(c.ttl), g.epoch)
+		// Spend metered here and not yet flushed stays counted.
+		e.spend.Store(math.Float64bits(k.Spend + c.local.get(hash)))
 		if graced { // a rotated-out token: keep it briefly
 			e.until = min(e.until, now.Add(c.negTTL).UnixNano())
 		}
@@ -569,7 +572,10 @@ func (c *Cache) SetSpend(hash string, spend float64) {
 	k := slot(&h)
 	c.dropGraced(h) // rare: reload those rather than track their spend
 	c.stripe(k).Add(1)
-	c.rc.Wait() // a Set that passed its generation check before the bump has landed
+	c.rc.Wait()       // a Set that passed its generation check before the bump has landed
+	c.local.mu.Lock() // spend metered here and not yet flushed stays counted
+	defer c.local.mu.Unlock()
+	spend += c.local.m[h].pending()
 	if e, ok := c.rc.Get(k); ok && e.hash == h && !e.neg {
 		e.spend.Store(math.Float64bits(spend))
 	}
