@@ -447,3 +447,24 @@ func snapshot(t *testing.T, url string) string { return litellmtest.Snapshot(t, 
 func triggersOn(t *testing.T, url string) []string {
 	return litellmtest.Triggers(t, url)
 }
+
+// TestBootstrapLeavesSessionAlone: creating LiteLLM's schema from its dump
+// (which sets statement_timeout = 0, row_security = off, search_path = ''
+// for its session) leaves the pooled connection's settings as they were.
+func TestBootstrapLeavesSessionAlone(t *testing.T) {
+	url := pgtest.URL(t)
+	s, err := Open(t.Context(), Config{URL: url + "&options=-c%20statement_timeout%3D7000", MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	for setting, want := range map[string]string{"statement_timeout": "7s", "row_security": "on", "client_min_messages": "notice", "search_path": `"$user", public`} {
+		var got string
+		if err := s.pool.QueryRow(t.Context(), "SELECT current_setting($1)", setting).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s = %q after the bootstrap, want %q", setting, got, want)
+		}
+	}
+}
