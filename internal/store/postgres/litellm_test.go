@@ -442,7 +442,7 @@ func triggersOn(t *testing.T, url string) []string {
 }
 
 // TestBootstrapLeavesSessionAlone: creating LiteLLM's schema from its dump
-// (which sets statement_timeout = 0, row_security = off, search_path = ”
+// (which sets statement_timeout = 0, row_security = off and an empty search_path
 // for its session) leaves the pooled connection's settings as they were.
 func TestBootstrapLeavesSessionAlone(t *testing.T) {
 	url := pgtest.URL(t)
