@@ -19,7 +19,6 @@ import (
 	"github.com/virtualkeys/sidecar/internal/pgtest"
 	"github.com/virtualkeys/sidecar/internal/store"
 	"github.com/virtualkeys/sidecar/internal/store/postgres/litellmtest"
-	"github.com/virtualkeys/sidecar/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -55,20 +54,6 @@ func exec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
 	if _, err := c.Exec(t.Context(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
-}
-
-// TestConformance: the sidecar first, on an empty database (it creates
-// LiteLLM's schema itself).
-func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		url := pgtest.URL(t)
-		s, err := Open(t.Context(), Config{URL: url})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		litellmtest.SeedDefaults(t, url) // the ids the suite's keys reference
-		return s
-	})
 }
 
 func TestOpenConcurrentMigrations(t *testing.T) {
