@@ -553,3 +553,13 @@ func TestOpenOnMinimalKeyTable(t *testing.T) {
 		t.Errorf("List = %+v, %v", res, err)
 	}
 }
+
+func TestOrgConformance(t *testing.T) {
+	storetest.RunOrg(t, func(t *testing.T) storetest.OrgStore {
+		s, err := Open(t.Context(), Config{URL: pgtest.URL(t)})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	})
+}
