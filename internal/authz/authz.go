@@ -314,7 +314,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 		}
 	}
 	var o org // the key's team, user and membership (org.go)
-	if d, denied := a.orgAccess(ctx, e, &o, m.names); denied {
+	if d, denied := a.orgAccess(ctx, e, &o, m.names, now); denied {
 		return d
 	}
 	if !e.Expires.IsZero() && e.Expires.Before(now) {
@@ -331,7 +331,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 				"Budget has been exceeded! Current cost: "+pyFloat(spend)+", Max budget: "+pyFloat(max)))
 		}
 	}
-	if d, denied := a.orgBudgets(&o); denied {
+	if d, denied := a.orgBudgets(&o, now); denied {
 		return d
 	}
 	return Decision{Allowed: true, Reason: ReasonAllowed, Entry: e, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ}

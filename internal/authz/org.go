@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"time"
 
 	"github.com/virtualkeys/sidecar/internal/cache"
 )
@@ -11,9 +12,9 @@ import (
 // for an object that does not exist and an error when the store could not
 // answer.
 type OrgCache interface {
-	Team(ctx context.Context, id string) (*cache.Team, error)
-	User(ctx context.Context, id string) (*cache.User, error)
-	Member(ctx context.Context, teamID, userID string) (*cache.Member, error)
+	Team(ctx context.Context, id string, now time.Time) (*cache.Team, error)
+	User(ctx context.Context, id string, now time.Time) (*cache.User, error)
+	Member(ctx context.Context, teamID, userID string, now time.Time) (*cache.Member, error)
 }
 
 // org is what the team and user checks see of one request: the key's team,
@@ -30,24 +31,24 @@ type org struct {
 // resolveOrg looks up the key's team, user and membership. With no
 // OrgCache configured every object is absent. A lookup the store could not
 // answer fails the Check closed.
-func (a *Authorizer) resolveOrg(ctx context.Context, e *cache.Entry, o *org) bool {
+func (a *Authorizer) resolveOrg(ctx context.Context, e *cache.Entry, o *org, now time.Time) bool {
 	if a.org == nil {
 		return true
 	}
 	var err error
 	if t := e.Key.TeamID; t != nil && *t != "" {
 		o.teamID = *t
-		if o.team, err = a.org.Team(ctx, o.teamID); err != nil {
+		if o.team, err = a.org.Team(ctx, o.teamID, now); err != nil {
 			return false
 		}
 	}
 	if u := e.Key.UserID; u != nil && *u != "" {
 		o.userID = *u
-		if o.user, err = a.org.User(ctx, o.userID); err != nil {
+		if o.user, err = a.org.User(ctx, o.userID, now); err != nil {
 			return false
 		}
 		if o.team != nil {
-			if o.member, err = a.org.Member(ctx, o.teamID, o.userID); err != nil {
+			if o.member, err = a.org.Member(ctx, o.teamID, o.userID, now); err != nil {
 				return false
 			}
 		}
@@ -59,8 +60,8 @@ func (a *Authorizer) resolveOrg(ctx context.Context, e *cache.Entry, o *org) boo
 // LiteLLM's team and user access checks (common_checks 1, 2, 2.2 and 2.1),
 // after the key's own model check: team blocked, team model access, the
 // team member's model scope, a personal key's user model list.
-func (a *Authorizer) orgAccess(ctx context.Context, e *cache.Entry, o *org, names []string) (Decision, bool) {
-	if !a.resolveOrg(ctx, e, o) {
+func (a *Authorizer) orgAccess(ctx context.Context, e *cache.Entry, o *org, names []string, now time.Time) (Decision, bool) {
+	if !a.resolveOrg(ctx, e, o, now) {
 		if ctx.Err() != nil {
 			return unavailable("Authorization deadline passed"), true
 		}
@@ -86,8 +87,7 @@ func (a *Authorizer) orgAccess(ctx context.Context, e *cache.Entry, o *org, name
 // orgBudgets runs LiteLLM's team and user budget checks (common_checks 3,
 // 4.1 and 4.2), after the key's own budget: team budget, a personal key's
 // user budget, the team member's budget.
-func (a *Authorizer) orgBudgets(o *org) (Decision, bool) {
-	now := a.now()
+func (a *Authorizer) orgBudgets(o *org, now time.Time) (Decision, bool) {
 	if d, deny := teamBudget(o, now); deny {
 		return d, true
 	}

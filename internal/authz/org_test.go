@@ -57,6 +57,7 @@ type orgEnv struct {
 	keys   *cache.Cache
 	org    *cache.OrgCache
 	loader *failingOrg
+	server *authz.Server
 	client authv3.AuthorizationClient
 	now    time.Time
 }
@@ -91,7 +92,8 @@ func newOrgEnv(t testing.TB) *orgEnv {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer(authz.ServerOptions(1 << 20)...)
-	authz.NewServer(a).Register(g)
+	e.server = authz.NewServer(a)
+	e.server.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -205,20 +205,23 @@ func (c *OrgCache) slot(kind orgKind, a, b string) uint64 {
 	return h ^ uint64(kind)<<56
 }
 
-// get returns a live cached entry for (kind, a, b), or nil.
-func (c *OrgCache) get(k uint64, kind orgKind, a, b string) *orgEntry {
+// get returns a live cached entry for (kind, a, b) at now, or nil.
+// Entries are stored without a ristretto TTL and expire here, against the
+// caller's clock reading, so a hit reads no clock.
+func (c *OrgCache) get(k uint64, kind orgKind, a, b string, now time.Time) *orgEntry {
 	e, ok := c.rc.Get(k)
 	if !ok || e.kind != kind || e.a != a || e.b != b || e.epoch != c.epoch.Load() ||
-		(kind == kindMember && e.bepoch != c.bepoch.Load()) || !c.now().Before(e.until) {
+		(kind == kindMember && e.bepoch != c.bepoch.Load()) || !now.Before(e.until) {
 		return nil
 	}
 	return e
 }
 
-// Team returns the cached team: (nil, nil) when no such team exists,
+// Team returns the cached team as of now (the caller's clock reading, so
+// one Check reads the clock once): (nil, nil) when no such team exists,
 // (nil, err) when the store could not answer.
-func (c *OrgCache) Team(ctx context.Context, id string) (*Team, error) {
-	e, err := c.lookup(ctx, kindTeam, id, "")
+func (c *OrgCache) Team(ctx context.Context, id string, now time.Time) (*Team, error) {
+	e, err := c.lookup(ctx, kindTeam, id, "", now)
 	if e == nil || err != nil {
 		return nil, err
 	}
@@ -226,8 +229,8 @@ func (c *OrgCache) Team(ctx context.Context, id string) (*Team, error) {
 }
 
 // User returns the cached user, like Team.
-func (c *OrgCache) User(ctx context.Context, id string) (*User, error) {
-	e, err := c.lookup(ctx, kindUser, id, "")
+func (c *OrgCache) User(ctx context.Context, id string, now time.Time) (*User, error) {
+	e, err := c.lookup(ctx, kindUser, id, "", now)
 	if e == nil || err != nil {
 		return nil, err
 	}
@@ -235,17 +238,17 @@ func (c *OrgCache) User(ctx context.Context, id string) (*User, error) {
 }
 
 // Member returns the cached membership of user in team, like Team.
-func (c *OrgCache) Member(ctx context.Context, teamID, userID string) (*Member, error) {
-	e, err := c.lookup(ctx, kindMember, teamID, userID)
+func (c *OrgCache) Member(ctx context.Context, teamID, userID string, now time.Time) (*Member, error) {
+	e, err := c.lookup(ctx, kindMember, teamID, userID, now)
 	if e == nil || err != nil {
 		return nil, err
 	}
 	return e.member, nil
 }
 
-func (c *OrgCache) lookup(ctx context.Context, kind orgKind, a, b string) (*orgEntry, error) {
+func (c *OrgCache) lookup(ctx context.Context, kind orgKind, a, b string, now time.Time) (*orgEntry, error) {
 	k := c.slot(kind, a, b)
-	if e := c.get(k, kind, a, b); e != nil {
+	if e := c.get(k, kind, a, b, now); e != nil {
 		if e.neg {
 			c.negHits.Inc()
 			return nil, nil
@@ -302,7 +305,7 @@ func (c *OrgCache) lookup(ctx context.Context, kind orgKind, a, b string) (*orgE
 			return c.stripe(k).Load() == gen && c.epoch.Load() == epoch && c.bepoch.Load() == bepoch
 		}
 		if still() {
-			c.rc.SetWithTTL(k, e, 1, e.until.Sub(now))
+			c.rc.Set(k, e, 1)
 			if !still() {
 				c.rc.Del(k)
 			}
@@ -344,7 +347,7 @@ func (c *OrgCache) Purge() { c.epoch.Add(1) }
 // in flight (which may have read the old spend) is not cached.
 func (c *OrgCache) setSpend(kind orgKind, a, b string, spend float64) {
 	k := c.slot(kind, a, b)
-	if e := c.get(k, kind, a, b); e != nil && !e.neg {
+	if e := c.get(k, kind, a, b, c.now()); e != nil && !e.neg {
 		e.budgets.spend.Store(math.Float64bits(spend))
 		return
 	}

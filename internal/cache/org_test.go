@@ -106,30 +106,35 @@ func TestOrgCacheHitMakesNoQuery(t *testing.T) {
 	}
 	c := newOrg(t, f)
 	ctx := t.Context()
-	tm, err := c.Team(ctx, "t")
+	tm, err := c.Team(ctx, "t", time.Now())
 	if err != nil || tm == nil || !tm.Blocked || !tm.HasBudget || tm.MaxBudget != 5 || tm.Spend() != 1 {
 		t.Fatalf("Team = %+v, %v", tm, err)
 	}
-	u, err := c.User(ctx, "u")
+	u, err := c.User(ctx, "u", time.Now())
 	if err != nil || u == nil || u.MaxBudget != 2 {
 		t.Fatalf("User = %+v, %v", u, err)
 	}
-	m, err := c.Member(ctx, "t", "u")
+	m, err := c.Member(ctx, "t", "u", time.Now())
 	if err != nil || m == nil || m.MaxBudget != 4 || m.Spend() != 3 || len(m.AllowedModels) != 1 {
 		t.Fatalf("Member = %+v, %v", m, err)
 	}
 	c.Wait()
 	before := f.calls.Load()
 	allocs := testing.AllocsPerRun(100, func() {
-		_, _ = c.Team(ctx, "t")
-		_, _ = c.User(ctx, "u")
-		_, _ = c.Member(ctx, "t", "u")
+		_, _ = c.Team(ctx, "t", time.Now())
+		_, _ = c.User(ctx, "u", time.Now())
+		_, _ = c.Member(ctx, "t", "u", time.Now())
 	})
 	if got := f.calls.Load() - before; got != 0 {
 		t.Errorf("hits made %d store queries, want 0", got)
 	}
 	if allocs != 0 && !raceEnabled {
 		t.Errorf("hits allocate %v times, want 0", allocs)
+	}
+	// Past the safety TTL (by the caller's clock) an entry is reloaded.
+	n := f.calls.Load()
+	if _, err := c.Team(ctx, "t", time.Now().Add(cache.DefaultSafetyTTL+time.Second)); err != nil || f.calls.Load() != n+1 {
+		t.Errorf("lookup past the safety TTL made %d queries (err %v), want 1", f.calls.Load()-n, err)
 	}
 }
 
@@ -146,7 +151,7 @@ func TestOrgCacheBurstOfMissesIsOneQuery(t *testing.T) {
 	var bad atomic.Int64
 	for range n {
 		wg.Go(func() {
-			if tm, err := c.Team(context.Background(), "t"); err != nil || tm == nil {
+			if tm, err := c.Team(context.Background(), "t", time.Now()); err != nil || tm == nil {
 				bad.Add(1)
 			}
 		})
@@ -173,12 +178,12 @@ func TestOrgCacheAbsentAndErrors(t *testing.T) {
 	f := &fakeOrg{}
 	c := newOrg(t, f)
 	ctx := t.Context()
-	if tm, err := c.Team(ctx, "ghost"); tm != nil || err != nil {
+	if tm, err := c.Team(ctx, "ghost", time.Now()); tm != nil || err != nil {
 		t.Fatalf("absent team = %v, %v; want nil, nil", tm, err)
 	}
 	c.Wait()
 	n := f.calls.Load()
-	if tm, _ := c.Team(ctx, "ghost"); tm != nil || f.calls.Load() != n {
+	if tm, _ := c.Team(ctx, "ghost", time.Now()); tm != nil || f.calls.Load() != n {
 		t.Errorf("absent team not remembered (queries %d -> %d)", n, f.calls.Load())
 	}
 	// Created elsewhere: its change event drops the negative entry.
@@ -186,21 +191,21 @@ func TestOrgCacheAbsentAndErrors(t *testing.T) {
 	f.teams = map[string]*keys.Team{"ghost": {TeamID: "ghost"}}
 	f.mu.Unlock()
 	c.Handle(store.Event{Kind: store.EventTeamChanged, Team: "ghost"})
-	if tm, _ := c.Team(ctx, "ghost"); tm == nil {
+	if tm, _ := c.Team(ctx, "ghost", time.Now()); tm == nil {
 		t.Error("team created after a negative lookup is still absent after its event")
 	}
 	// A store error is returned, never cached.
 	f.mu.Lock()
 	f.err = errors.New("db down")
 	f.mu.Unlock()
-	if u, err := c.User(ctx, "u"); u != nil || err == nil {
+	if u, err := c.User(ctx, "u", time.Now()); u != nil || err == nil {
 		t.Fatalf("User with store down = %v, %v; want an error", u, err)
 	}
 	f.mu.Lock()
 	f.err = nil
 	f.users = map[string]*keys.User{"u": {UserID: "u"}}
 	f.mu.Unlock()
-	if u, err := c.User(ctx, "u"); u == nil || err != nil {
+	if u, err := c.User(ctx, "u", time.Now()); u == nil || err != nil {
 		t.Errorf("User after the store recovered = %v, %v", u, err)
 	}
 }
@@ -215,9 +220,9 @@ func TestOrgCacheEvents(t *testing.T) {
 	ctx := t.Context()
 	warm := func() {
 		t.Helper()
-		_, _ = c.Team(ctx, "t")
-		_, _ = c.User(ctx, "u")
-		_, _ = c.Member(ctx, "t", "u")
+		_, _ = c.Team(ctx, "t", time.Now())
+		_, _ = c.User(ctx, "u", time.Now())
+		_, _ = c.Member(ctx, "t", "u", time.Now())
 		c.Wait()
 	}
 	warm()
@@ -228,11 +233,11 @@ func TestOrgCacheEvents(t *testing.T) {
 		check   func() bool
 	}{
 		{"team spend in place", store.Event{Kind: store.EventTeamSpend, Team: "t", Spend: 7}, 0,
-			func() bool { tm, _ := c.Team(ctx, "t"); return tm.Spend() == 7 }},
+			func() bool { tm, _ := c.Team(ctx, "t", time.Now()); return tm.Spend() == 7 }},
 		{"user spend in place", store.Event{Kind: store.EventUserSpend, User: "u", Spend: 8}, 0,
-			func() bool { u, _ := c.User(ctx, "u"); return u.Spend() == 8 }},
+			func() bool { u, _ := c.User(ctx, "u", time.Now()); return u.Spend() == 8 }},
 		{"member spend in place", store.Event{Kind: store.EventMemberSpend, Team: "t", User: "u", Spend: 9}, 0,
-			func() bool { m, _ := c.Member(ctx, "t", "u"); return m.Spend() == 9 }},
+			func() bool { m, _ := c.Member(ctx, "t", "u", time.Now()); return m.Spend() == 9 }},
 		{"team changed", store.Event{Kind: store.EventTeamChanged, Team: "t"}, 1, nil},
 		{"user changed", store.Event{Kind: store.EventUserChanged, User: "u"}, 1, nil},
 		{"member changed", store.Event{Kind: store.EventMemberChanged, Team: "t", User: "u"}, 1, nil},
@@ -247,9 +252,9 @@ func TestOrgCacheEvents(t *testing.T) {
 			if tc.check != nil && !tc.check() {
 				t.Error("spend not updated in place")
 			}
-			_, _ = c.Team(ctx, "t")
-			_, _ = c.User(ctx, "u")
-			_, _ = c.Member(ctx, "t", "u")
+			_, _ = c.Team(ctx, "t", time.Now())
+			_, _ = c.User(ctx, "u", time.Now())
+			_, _ = c.Member(ctx, "t", "u", time.Now())
 			if got := f.calls.Load() - n; got != tc.queries {
 				t.Errorf("lookups after the event made %d queries, want %d", got, tc.queries)
 			}
@@ -265,7 +270,7 @@ func TestOrgCacheInvalidationRacingALoad(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = c.Team(context.Background(), "t")
+		_, _ = c.Team(context.Background(), "t", time.Now())
 	}()
 	for f.calls.Load() == 0 {
 		time.Sleep(time.Millisecond) // wait for the load to start
@@ -277,7 +282,7 @@ func TestOrgCacheInvalidationRacingALoad(t *testing.T) {
 	close(f.gate)
 	<-done
 	c.Wait()
-	if tm, _ := c.Team(t.Context(), "t"); tm == nil || !tm.Blocked {
+	if tm, _ := c.Team(t.Context(), "t", time.Now()); tm == nil || !tm.Blocked {
 		t.Errorf("after an invalidation during a load, Team = %+v; want the new (blocked) row", tm)
 	}
 }
