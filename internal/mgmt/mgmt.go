@@ -79,6 +79,14 @@ type Config struct {
 	// with every affected hash, so this replica's cache drops the key at
 	// once. nil does nothing.
 	Invalidate func(hashes ...string)
+	// Org holds teams, users and memberships for the /team/* and /user/*
+	// routes. nil means Store, when it implements OrgStore; without one
+	// those routes answer 501.
+	Org OrgStore
+	// OrgChanged is called synchronously after every team, user or
+	// membership change with the event the change feed will also carry, so
+	// this replica's caches drop the row at once. nil does nothing.
+	OrgChanged func(store.Event)
 	// MaxBodyBytes caps request bodies (413 beyond). 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// Now is the clock. nil means time.Now.
@@ -88,6 +96,8 @@ type Config struct {
 // API serves the management endpoints. Create it with New.
 type API struct {
 	st         Store
+	org        OrgStore
+	onOrg      func(store.Event)
 	masterHash [32]byte
 	log        *slog.Logger
 	invalidate func(hashes ...string)
@@ -127,6 +137,13 @@ func New(cfg Config) (*API, error) {
 	}
 	if a.invalidate == nil {
 		a.invalidate = func(...string) {}
+	}
+	a.org, a.onOrg = cfg.Org, cfg.OrgChanged
+	if o, ok := cfg.Store.(OrgStore); ok && a.org == nil {
+		a.org = o
+	}
+	if a.onOrg == nil {
+		a.onOrg = func(store.Event) {}
 	}
 	if a.maxBody == 0 {
 		a.maxBody = DefaultMaxBodyBytes
@@ -202,6 +219,21 @@ func (a *API) routes() []route {
 		{"/key/regenerate", http.MethodPost, adminOnly, a.regenerate},
 		{"/key/{key}/regenerate", http.MethodPost, adminOnly, a.regenerate},
 		{"/key/health", http.MethodPost, virtualOK, a.health},
+		{"/team/new", http.MethodPost, adminOnly, a.teamNew},
+		{"/team/update", http.MethodPost, adminOnly, a.teamUpdate},
+		{"/team/delete", http.MethodPost, adminOnly, a.teamDelete},
+		{"/team/info", http.MethodGet, adminOnly, a.teamInfo},
+		{"/team/list", http.MethodGet, adminOnly, a.teamList},
+		{"/team/block", http.MethodPost, adminOnly, a.teamBlock},
+		{"/team/unblock", http.MethodPost, adminOnly, a.teamUnblock},
+		{"/team/member_add", http.MethodPost, adminOnly, a.teamMemberAdd},
+		{"/team/member_delete", http.MethodPost, adminOnly, a.teamMemberDelete},
+		{"/team/member_update", http.MethodPost, adminOnly, a.teamMemberUpdate},
+		{"/user/new", http.MethodPost, adminOnly, a.userNew},
+		{"/user/update", http.MethodPost, adminOnly, a.userUpdate},
+		{"/user/delete", http.MethodPost, adminOnly, a.userDelete},
+		{"/user/info", http.MethodGet, adminOnly, a.userInfo},
+		{"/user/list", http.MethodGet, adminOnly, a.userList},
 		{"/openapi.json", http.MethodGet, public, a.openapi},
 	}
 }
