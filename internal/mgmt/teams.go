@@ -394,8 +394,10 @@ func (a *API) teamList(r *http.Request, _ *caller) (any, error) {
 	return out, nil
 }
 
-func (a *API) teamBlock(r *http.Request, c *caller) (any, error)   { return a.setTeamBlocked(r, c, true) }
-func (a *API) teamUnblock(r *http.Request, c *caller) (any, error) { return a.setTeamBlocked(r, c, false) }
+func (a *API) teamBlock(r *http.Request, c *caller) (any, error) { return a.setTeamBlocked(r, c, true) }
+func (a *API) teamUnblock(r *http.Request, c *caller) (any, error) {
+	return a.setTeamBlocked(r, c, false)
+}
 
 func (a *API) setTeamBlocked(r *http.Request, c *caller, blocked bool) (any, error) {
 	o, err := a.orgStore()
