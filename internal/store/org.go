@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
 )
@@ -16,6 +17,21 @@ type Org interface {
 	Users
 	Memberships
 	OrgSpender
+	// ResetOrgBudgets is ResetBudgets for teams, users and team-member
+	// budgets: every team and user whose budget_reset_at <= now gets
+	// spend 0 and its next boundary; every LiteLLM_BudgetTable row that is
+	// due moves to its next boundary and the memberships pointing at it get
+	// spend 0. Rows whose budget_duration is NULL or does not parse are
+	// skipped. It returns how many rows it reset.
+	ResetOrgBudgets(ctx context.Context, now time.Time) (int, error)
+}
+
+// OrgBudgetResetter adapts an Org to the budget job's ResetBudgets.
+type OrgBudgetResetter struct{ Org Org }
+
+// ResetBudgets calls ResetOrgBudgets.
+func (r OrgBudgetResetter) ResetBudgets(ctx context.Context, now time.Time) (int, error) {
+	return r.Org.ResetOrgBudgets(ctx, now)
 }
 
 // Teams stores LiteLLM_TeamTable rows.

@@ -431,3 +431,53 @@ func pageOf(page, size int) (int, int) {
 	}
 	return page, size
 }
+
+// ResetOrgBudgets resets due teams, users and member budgets (rows another
+// replica is resetting are skipped: SKIP LOCKED).
+func (s *Store) ResetOrgBudgets(ctx context.Context, nowT time.Time) (int, error) {
+	n := 0
+	nowT = nowT.UTC().Truncate(time.Millisecond)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		n = 0
+		for _, tbl := range []struct{ name, id, extra string }{
+			{s.org.teams.name, "team_id", "spend = 0, updated_at = $3, "},
+			{s.org.users.name, "user_id", "spend = 0, updated_at = $3, "},
+			{s.org.budgets.name, "budget_id", "updated_at = $3, "},
+		} {
+			rows, err := tx.Query(ctx, `SELECT `+tbl.id+`, budget_duration FROM `+tbl.name+`
+				WHERE budget_reset_at IS NOT NULL AND budget_reset_at <= $1 AND budget_duration IS NOT NULL
+				ORDER BY `+tbl.id+` COLLATE "C" FOR UPDATE SKIP LOCKED`, nowT)
+			if err != nil {
+				return err
+			}
+			type due struct{ id, dur string }
+			dues, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
+				var d due
+				return d, r.Scan(&d.id, &d.dur)
+			})
+			if err != nil {
+				return err
+			}
+			for _, d := range dues {
+				next, err := keys.NextResetFromString(d.dur, nowT)
+				if err != nil {
+					continue
+				}
+				if _, err := tx.Exec(ctx, `UPDATE `+tbl.name+` SET `+tbl.extra+`budget_reset_at = $2 WHERE `+tbl.id+` = $1`, d.id, next.UTC(), nowT); err != nil {
+					return err
+				}
+				if tbl.id == "budget_id" {
+					if _, err := tx.Exec(ctx, `UPDATE `+s.org.members.name+` SET spend = 0 WHERE budget_id = $1`, d.id); err != nil {
+						return err
+					}
+				}
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: reset team and user budgets: %w", err)
+	}
+	return n, nil
+}

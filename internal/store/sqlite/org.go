@@ -473,3 +473,68 @@ func sortedUnique(ids []string) []string {
 	slices.Sort(out)
 	return slices.Compact(out)
 }
+
+// ResetOrgBudgets resets due teams, users and member budgets.
+func (s *Store) ResetOrgBudgets(ctx context.Context, nowT time.Time) (int, error) {
+	n := 0
+	nowS := formatTime(nowT)
+	err := s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
+		n = 0
+		var evs []store.Event
+		for _, tbl := range []struct{ name, id, extra string }{
+			{teamT.name, "team_id", "spend = 0, updated_at = ?3, "},
+			{userT.name, "user_id", "spend = 0, updated_at = ?3, "},
+			{budgetT.name, "budget_id", "updated_at = ?3, "},
+		} {
+			rows, err := tx.QueryContext(ctx, `SELECT `+tbl.id+`, budget_duration FROM `+tbl.name+`
+				WHERE budget_reset_at IS NOT NULL AND budget_reset_at <= ? AND budget_duration IS NOT NULL ORDER BY `+tbl.id, nowS)
+			if err != nil {
+				return nil, err
+			}
+			type due struct{ id, dur string }
+			var dues []due
+			for rows.Next() {
+				var d due
+				if err := rows.Scan(&d.id, &d.dur); err != nil {
+					rows.Close()
+					return nil, err
+				}
+				dues = append(dues, d)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, err
+			}
+			for _, d := range dues {
+				next, err := keys.NextResetFromString(d.dur, nowT)
+				if err != nil {
+					continue
+				}
+				if _, err := tx.ExecContext(ctx, `UPDATE `+tbl.name+` SET `+tbl.extra+`budget_reset_at = ?2 WHERE `+tbl.id+` = ?1`, d.id, formatTime(next), nowS); err != nil {
+					return nil, err
+				}
+				switch tbl.id {
+				case "team_id":
+					evs = append(evs, teamEvent(d.id))
+				case "user_id":
+					evs = append(evs, userEvent(d.id))
+				default:
+					ms, err := memberT.many(ctx, tx, `UPDATE `+memberT.name+` SET spend = 0 WHERE budget_id = ? RETURNING `+memberT.sel, d.id)
+					if err != nil {
+						return nil, err
+					}
+					for _, m := range ms {
+						evs = append(evs, memberEvent(m.TeamID, m.UserID))
+					}
+					evs = append(evs, store.Event{Kind: store.EventBudgetChanged, Budget: d.id})
+				}
+				n++
+			}
+		}
+		return evs, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: reset team and user budgets: %w", err)
+	}
+	return n, nil
+}

@@ -41,6 +41,7 @@ func RunOrg(t *testing.T, open OrgOpener) {
 		{"Memberships", testMemberships},
 		{"AddOrgSpend", testAddOrgSpend},
 		{"AddOrgSpendConcurrent", testAddOrgSpendConcurrent},
+		{"ResetOrgBudgets", testResetOrgBudgets},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -494,4 +495,58 @@ func testAddOrgSpendConcurrent(t *testing.T, st OrgStore) {
 	if teams != want || users != want || members != want {
 		t.Errorf("total spend teams %v users %v members %v, want %v each", teams, users, members, want)
 	}
+}
+
+func testResetOrgBudgets(t *testing.T, st OrgStore) {
+	ctx := t.Context()
+	now := ms(time.Now())
+	past, future := now.Add(-time.Minute), now.Add(time.Hour)
+	for _, tm := range []*keys.Team{
+		{TeamID: "due", Spend: 5, BudgetDuration: ptr("1d"), BudgetResetAt: &past},
+		{TeamID: "later", Spend: 5, BudgetDuration: ptr("1d"), BudgetResetAt: &future},
+		{TeamID: "bad", Spend: 5, BudgetDuration: ptr("soon"), BudgetResetAt: &past},
+	} {
+		if err := st.CreateTeam(ctx, tm); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.CreateUser(ctx, &keys.User{UserID: "u", Spend: 3, BudgetDuration: ptr("1h"), BudgetResetAt: &past}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutMembership(ctx, &keys.Membership{TeamID: "due", UserID: "u"},
+		&keys.Budget{BudgetID: "b", MaxBudget: ptr(1.0), BudgetDuration: ptr("1d"), BudgetResetAt: &past, CreatedBy: "t", UpdatedBy: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddOrgSpend(ctx, store.OrgSpend{Memberships: map[keys.MemberKey]float64{{TeamID: "due", UserID: "u"}: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	rec := subscribe(t, st)
+	from := rec.mark()
+	n, err := st.ResetOrgBudgets(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Errorf("ResetOrgBudgets reset %d rows, want 3 (team, user, budget)", n)
+	}
+	due, _ := st.GetTeam(ctx, "due")
+	later, _ := st.GetTeam(ctx, "later")
+	bad, _ := st.GetTeam(ctx, "bad")
+	u, _ := st.GetUser(ctx, "u")
+	m, _ := st.GetMembership(ctx, "due", "u")
+	if due.Spend != 0 || !due.BudgetResetAt.After(now) || later.Spend != 5 || bad.Spend != 5 {
+		t.Errorf("teams after reset: due %v/%v later %v bad %v", due.Spend, due.BudgetResetAt, later.Spend, bad.Spend)
+	}
+	if u.Spend != 0 || !u.BudgetResetAt.After(now) {
+		t.Errorf("user after reset: %v/%v", u.Spend, u.BudgetResetAt)
+	}
+	if m.Spend != 0 || m.Budget == nil || !m.Budget.BudgetResetAt.After(now) {
+		t.Errorf("membership after reset: %+v budget %+v", m, m.Budget)
+	}
+	rec.waitFrom(t, "team reset event", from, func(e store.Event) bool {
+		return (e.Kind == store.EventTeamChanged || e.Kind == store.EventTeamSpend) && e.Team == "due"
+	})
+	rec.waitFrom(t, "member reset event", from, func(e store.Event) bool {
+		return (e.Kind == store.EventMemberChanged || e.Kind == store.EventMemberSpend || e.Kind == store.EventBudgetChanged)
+	})
 }
