@@ -286,3 +286,29 @@ func TestOrgCacheInvalidationRacingALoad(t *testing.T) {
 		t.Errorf("after an invalidation during a load, Team = %+v; want the new (blocked) row", tm)
 	}
 }
+
+// BenchmarkOrgCacheHit: the three lookups a team key's Check adds (team,
+// user, membership), all hits.
+func BenchmarkOrgCacheHit(b *testing.B) {
+	f := &fakeOrg{
+		teams:   map[string]*keys.Team{"bench-team": {TeamID: "bench-team"}},
+		users:   map[string]*keys.User{"bench-user": {UserID: "bench-user"}},
+		members: map[keys.MemberKey]*keys.Membership{{TeamID: "bench-team", UserID: "bench-user"}: {TeamID: "bench-team", UserID: "bench-user"}},
+	}
+	c, err := cache.NewOrg(cache.OrgConfig{Loader: f})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx, now := context.Background(), time.Now()
+	_, _ = c.Team(ctx, "bench-team", now)
+	_, _ = c.User(ctx, "bench-user", now)
+	_, _ = c.Member(ctx, "bench-team", "bench-user", now)
+	c.Wait()
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = c.Team(ctx, "bench-team", now)
+		_, _ = c.User(ctx, "bench-user", now)
+		_, _ = c.Member(ctx, "bench-team", "bench-user", now)
+	}
+}
