@@ -44,11 +44,15 @@ func (a *Authorizer) resolveOrg(ctx context.Context, e *cache.Entry, o *org, now
 	}
 	if u := e.Key.UserID; u != nil && *u != "" {
 		o.userID = *u
-		if o.user, err = a.org.User(ctx, o.userID, now); err != nil {
-			return false
-		}
 		if o.team != nil {
 			if o.member, err = a.org.Member(ctx, o.teamID, o.userID, now); err != nil {
+				return false
+			}
+		}
+		// A team key needs its user only for the member budget (LiteLLM
+		// checks it only when the user's row exists).
+		if o.team == nil || (o.member != nil && o.member.HasBudget) {
+			if o.user, err = a.org.User(ctx, o.userID, now); err != nil {
 				return false
 			}
 		}
