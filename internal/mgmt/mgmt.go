@@ -1,7 +1,11 @@
 // Package mgmt is LiteLLM's key-management HTTP API (/key/generate,
 // /key/update, /key/delete, /key/info, /v2/key/info, /key/list, /key/block,
-// /key/unblock, /key/regenerate, /key/health) over a store.Store, plus the
-// OpenAPI document that describes it (/openapi.json).
+// /key/unblock, /key/regenerate, /key/health) over a store.Store, LiteLLM's
+// team and user API (/team/new, /team/update, /team/delete, /team/info,
+// /team/list, /team/block, /team/unblock, /team/member_add,
+// /team/member_update, /team/member_delete, /user/new, /user/update,
+// /user/delete, /user/info, /user/list; teams.go, users.go) over a
+// store.Org, plus the OpenAPI document that describes it (/openapi.json).
 //
 // Every error answers in LiteLLM's envelope (internal/apierr). The master key
 // may call everything; a virtual key may read its own key (GET /key/info) and

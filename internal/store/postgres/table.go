@@ -206,15 +206,6 @@ func (t *table[T]) one(ctx context.Context, q queryer, sql string, args ...any) 
 	return v, err
 }
 
-// keyValues returns v's key column values.
-func (t *table[T]) keyValues(v *T) []any {
-	out := make([]any, t.keyN)
-	for i := range t.keyN {
-		out[i], _ = pgArg(t.cols[i].Field(v))
-	}
-	return out
-}
-
 func (t *table[T]) create(ctx context.Context, q queryer, v *T) (*T, error) {
 	args, err := t.args(v)
 	if err != nil {
