@@ -23,12 +23,17 @@ import (
 )
 
 // wantTriggers are the only objects the sidecar attaches to LiteLLM's
-// tables: its change triggers, enabled ALWAYS ("A").
+// tables: its change triggers; the key tables' enabled ALWAYS ("A"), the
+// team/user/membership/budget tables' row triggers enabled as usual ("O").
 var wantTriggers = []string{
+	"LiteLLM_BudgetTable/litellm_sidecar_org/O",
 	"LiteLLM_DeprecatedVerificationToken/litellm_sidecar_delete/A",
 	"LiteLLM_DeprecatedVerificationToken/litellm_sidecar_insert/A",
 	"LiteLLM_DeprecatedVerificationToken/litellm_sidecar_truncate/A",
 	"LiteLLM_DeprecatedVerificationToken/litellm_sidecar_update/A",
+	"LiteLLM_TeamMembership/litellm_sidecar_org/O",
+	"LiteLLM_TeamTable/litellm_sidecar_org/O",
+	"LiteLLM_UserTable/litellm_sidecar_org/O",
 	"LiteLLM_VerificationToken/litellm_sidecar_delete/A",
 	"LiteLLM_VerificationToken/litellm_sidecar_insert/A",
 	"LiteLLM_VerificationToken/litellm_sidecar_truncate/A",

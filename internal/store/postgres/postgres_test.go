@@ -19,6 +19,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/pgtest"
 	"github.com/virtualkeys/sidecar/internal/store"
 	"github.com/virtualkeys/sidecar/internal/store/postgres/litellmtest"
+	"github.com/virtualkeys/sidecar/internal/store/storetest"
 )
 
 func TestMain(m *testing.M) {
@@ -536,4 +537,14 @@ func TestOpenOnMinimalKeyTable(t *testing.T) {
 	if err != nil || res.Total != 1 {
 		t.Errorf("List = %+v, %v", res, err)
 	}
+}
+
+func TestOrgConformance(t *testing.T) {
+	storetest.RunOrg(t, func(t *testing.T) storetest.OrgStore {
+		s, err := Open(t.Context(), Config{URL: pgtest.URL(t)})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	})
 }
