@@ -6,7 +6,8 @@
 // The checks run in LiteLLM's order, each with its exact denial (status,
 // type, param, message): no credential; malformed Authorization; the
 // master key (allowed); not a virtual key; unknown key; blocked; model not
-// allowed; expired; over budget. On allow the credential header(s) are
+// allowed; expired; over budget; rate limits (last, as LiteLLM: they count
+// only requests that would otherwise pass). On allow the credential header(s) are
 // removed, so the virtual key never reaches the provider, and the key's
 // identity is passed upstream as headers and dynamic metadata.
 //
@@ -58,6 +59,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 // KeyCache is what the Authorizer needs of the cache; *cache.Cache
@@ -90,6 +92,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger receives internal errors (never on the hot path). nil discards.
 	Logger *slog.Logger
+	// RateLimiter enforces rpm/tpm/parallel limits. nil enforces none.
+	RateLimiter RateLimiter
+	// SubjectLimits returns the rate limits of a key's user, team and team
+	// membership (teams and users live outside the key row). nil = the
+	// key's own limits only.
+	SubjectLimits func(e *cache.Entry) ratelimit.SubjectLimits
 }
 
 // Reason names a decision, for metrics and logs.
@@ -107,11 +115,12 @@ const (
 	ReasonModelDenied
 	ReasonExpired
 	ReasonBudget
+	ReasonRateLimited
 	ReasonUnavailable
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"allowed", "master_key", "no_credential", "malformed_credential", "not_virtual_key", "unknown_key", "blocked", "model_not_allowed", "expired", "budget_exceeded", "unavailable"}
+var reasonNames = [numReasons]string{"allowed", "master_key", "no_credential", "malformed_credential", "not_virtual_key", "unknown_key", "blocked", "model_not_allowed", "expired", "budget_exceeded", "rate_limited", "unavailable"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -130,6 +139,9 @@ type Decision struct {
 	// RemoveHeaders and RemoveQuery name where the credential came in.
 	RemoveHeaders []string
 	RemoveQuery   []string
+	// RateLimit is the rate-limit outcome for a key with limits (nil for
+	// one without): the x-ratelimit-* values, the lease, or the denial.
+	RateLimit *ratelimit.Result
 }
 
 // Identity header names, after the prefix.
@@ -151,6 +163,8 @@ type Authorizer struct {
 	prefix      string
 	now         func() time.Time
 	log         *slog.Logger
+	rl          RateLimiter
+	subjects    func(e *cache.Entry) ratelimit.SubjectLimits
 
 	decisions [numReasons]prometheus.Counter
 	latency   prometheus.Histogram
@@ -172,6 +186,7 @@ func New(cfg Config) (*Authorizer, error) {
 		cache: cfg.Cache, master: sha256.Sum256([]byte(cfg.MasterKey)), groups: cfg.AccessGroups,
 		keyHeader: strings.ToLower(cfg.KeyHeader), modelHeader: strings.ToLower(cfg.ModelHeader),
 		prefix: strings.ToLower(cfg.IdentityHeaderPrefix), now: cfg.Now, log: cfg.Logger,
+		rl: cfg.RateLimiter, subjects: cfg.SubjectLimits,
 	}
 	if a.prefix == "" {
 		a.prefix = DefaultIdentityPrefix
@@ -320,7 +335,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 				"Budget has been exceeded! Current cost: "+pyFloat(spend)+", Max budget: "+pyFloat(max)))
 		}
 	}
-	return Decision{Allowed: true, Reason: ReasonAllowed, Entry: e, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ}
+	return a.rateLimit(ctx, Decision{Allowed: true, Reason: ReasonAllowed, Entry: e, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ})
 }
 
 func deny(r Reason, e *apierr.Error) Decision { return Decision{Reason: r, Err: e} }

@@ -111,6 +111,7 @@ type Entry struct {
 
 	spend atomic.Uint64 // float64 bits; SetSpend updates it in place
 	memo  atomic.Value  // for the consumer's per-key renderings
+	plan  atomic.Value  // for the rate limiter's compiled limits
 }
 
 // Spend is the key's current spend as last seen.
@@ -119,6 +120,11 @@ func (e *Entry) Spend() float64 { return math.Float64frombits(e.spend.Load()) }
 // Memo is a slot where a consumer may keep something derived from this
 // entry (pre-rendered response parts); it lives and dies with the entry.
 func (e *Entry) Memo() *atomic.Value { return &e.memo }
+
+// RateLimitPlan is a slot where the Check keeps the rate limits compiled
+// from this entry (so a key without limits costs one load); it lives and
+// dies with the entry, so a changed key is compiled anew.
+func (e *Entry) RateLimitPlan() *atomic.Value { return &e.plan }
 
 // Budget is the effective max budget at now (temp increase included).
 func (e *Entry) Budget(now time.Time) float64 {
