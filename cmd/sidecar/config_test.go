@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -24,7 +26,8 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 		{"defaults", nil, nil, func(t *testing.T, c *Config) {
 			want := Config{DataDir: "./data", GRPCAddr: "127.0.0.1:9001", HTTPAddr: "127.0.0.1:4000", LogFormat: "json",
 				CacheMaxKeys: 100000, NegativeTTL: 5 * time.Second, CacheTTL: 5 * time.Minute, LookupTimeout: 500 * time.Millisecond,
-				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second}
+				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second,
+				RateLimitWindow: time.Minute, RateLimitLeaseTimeout: 10 * time.Minute, RedisTimeout: 100 * time.Millisecond, RedisKeyPrefix: "vk:"}
 			if *c != want {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
@@ -57,6 +60,17 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 					t.Errorf("flags not preferred: %+v", *c)
 				}
 			}},
+		{"rate limits from env", nil, map[string]string{"LITELLM_RATE_LIMIT_WINDOW_SIZE": "30", "SIDECAR_TOKEN_RATE_LIMIT_TYPE": "total",
+			"REDIS_URL": "redis://:pw@127.0.0.1:6379/2", "SIDECAR_REDIS_KEY_PREFIX": "p:"}, func(t *testing.T, c *Config) {
+			if c.RateLimitWindow != 30*time.Second || c.TokenRateLimitType != ratelimit.TokensTotal || c.RedisURL != "redis://:pw@127.0.0.1:6379/2" || c.RedisKeyPrefix != "p:" {
+				t.Errorf("rate-limit env not applied: %+v", *c)
+			}
+		}},
+		{"sidecar window wins over litellm's", nil, map[string]string{"LITELLM_RATE_LIMIT_WINDOW_SIZE": "30", "SIDECAR_RATE_LIMIT_WINDOW_SIZE": "5"}, func(t *testing.T, c *Config) {
+			if c.RateLimitWindow != 5*time.Second {
+				t.Errorf("window %s", c.RateLimitWindow)
+			}
+		}},
 		{"postgresql scheme", []string{"--database-url", "postgresql://postgres@127.0.0.1:5432/test?sslmode=disable"}, nil, func(t *testing.T, c *Config) {
 			if c.DatabaseURL == "" {
 				t.Error("DatabaseURL empty")
@@ -97,6 +111,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad header", []string{"--key-header", "x key"}, nil, []string{`--key-header: "x key"`}},
 		{"tiny body cap", []string{"--max-body-bytes", "10"}, nil, []string{"--max-body-bytes"}},
 		{"bad cache size", []string{"--cache-max-keys", "0"}, nil, []string{"--cache-max-keys"}},
+		{"bad window", []string{"--rate-limit-window-size", "0"}, nil, []string{"--rate-limit-window-size"}},
+		{"bad window env", nil, map[string]string{"LITELLM_RATE_LIMIT_WINDOW_SIZE": "1m"}, []string{"rate-limit window size"}},
+		{"bad token type", []string{"--token-rate-limit-type", "all"}, nil, []string{"--token-rate-limit-type"}},
+		{"short lease", []string{"--rate-limit-lease-timeout", "10ms"}, nil, []string{"--rate-limit-lease-timeout"}},
+		{"bad redis url hides password", []string{"--redis-url", "http://u:s3cret@h"}, nil, []string{"--redis-url"}},
+		{"hash tag in prefix", []string{"--redis-key-prefix", "a{b}"}, nil, []string{"--redis-key-prefix"}},
 		{"all errors at once", []string{"--log-level", "x", "--log-format", "y", "--grpc-addr", "z"}, nil,
 			[]string{"--log-level", "--log-format", "--grpc-addr"}},
 	}

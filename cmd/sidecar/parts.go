@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	"github.com/virtualkeys/sidecar/internal/authz"
@@ -14,6 +17,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 	"github.com/virtualkeys/sidecar/internal/store"
 )
 
@@ -25,6 +29,10 @@ type parts struct {
 	registerHTTP func(*http.ServeMux)
 	jobs         []func(context.Context) error
 	close        func()
+	// limiter counts rate limits; the ext_proc metering server ends its
+	// requests (Finish/Release). degraded says why readiness is partial.
+	limiter  *ratelimit.Limiter
+	degraded func() string
 }
 
 func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Registerer) (*parts, error) {
@@ -42,12 +50,19 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	// Writes made anywhere (another replica, a LiteLLM proxy, plain SQL)
 	// reach this replica's cache through the store's change feed.
 	detach := kc.Attach(st)
-	closeAll := func() { detach(); kc.Close() }
+	limiter, closeLimiter, err := newLimiter(cfg, log, reg)
+	if err != nil {
+		detach()
+		kc.Close()
+		return nil, err
+	}
+	closeAll := func() { detach(); kc.Close(); closeLimiter() }
 
 	a, err := authz.New(authz.Config{
 		Cache: kc, MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
+		RateLimiter: limiter,
 	})
 	if err != nil {
 		closeAll()
@@ -87,7 +102,48 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:  []func(context.Context) error{resets.Run},
-		close: closeAll,
+		jobs:     []func(context.Context) error{resets.Run},
+		close:    closeAll,
+		limiter:  limiter,
+		degraded: limiter.Degraded,
+	}, nil
+}
+
+// newLimiter builds the rate limiter: local counting, or counters in Redis
+// with --redis-url (an unreachable Redis at start is not fatal: the
+// limiter counts locally and probes until Redis answers).
+func newLimiter(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*ratelimit.Limiter, func(), error) {
+	rcfg := ratelimit.Config{
+		Window: cfg.RateLimitWindow, Tokens: cfg.TokenRateLimitType, LeaseTimeout: cfg.RateLimitLeaseTimeout,
+		RedisTimeout: cfg.RedisTimeout, KeyPrefix: cfg.RedisKeyPrefix,
+		Registerer: reg, Logger: log.With("component", "ratelimit"),
+	}
+	var rc *redis.Client
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, nil, errors.New("--redis-url: not a redis:// or rediss:// URL")
+		}
+		// Fail fast: a slow Redis must not hold the Check; the limiter
+		// falls back to local counting instead of retrying.
+		opts.MaxRetries = -1
+		opts.DialTimeout = max(cfg.RedisTimeout, 250*time.Millisecond)
+		opts.ReadTimeout, opts.WriteTimeout = cfg.RedisTimeout, cfg.RedisTimeout
+		opts.PoolTimeout = cfg.RedisTimeout
+		rc = redis.NewClient(opts)
+		rcfg.Redis = rc
+	}
+	l, err := ratelimit.New(rcfg)
+	if err != nil {
+		if rc != nil {
+			rc.Close()
+		}
+		return nil, nil, err
+	}
+	return l, func() {
+		l.Close()
+		if rc != nil {
+			rc.Close()
+		}
 	}, nil
 }

@@ -45,6 +45,7 @@ type sidecar struct {
 	grpcLn, httpLn net.Listener
 	ready          atomic.Bool
 	closeParts     func()
+	degraded       func() string // "" when every part works as configured
 }
 
 // newSidecar builds every part and binds both listeners; nothing is served
@@ -84,6 +85,7 @@ func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar,
 	closers = append(closers, parts.close)
 	s.jobs = parts.jobs
 	s.closeParts = parts.close
+	s.degraded = parts.degraded
 
 	s.health = health.NewServer()
 	s.grpc = grpc.NewServer(parts.grpcOptions...)
@@ -204,6 +206,11 @@ func (s *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	io.WriteString(w, "ok\n")
+	// Still ready when degraded (rate limits count locally while Redis is
+	// away), but say so.
+	if d := s.degraded(); d != "" {
+		io.WriteString(w, "degraded: "+d+"\n")
+	}
 }
 
 func storeKind(cfg *Config) string {
