@@ -20,6 +20,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 	"github.com/virtualkeys/sidecar/internal/store/sqlite"
 )
 
@@ -72,7 +73,12 @@ func newStack(t *testing.T) *stack {
 	t.Cleanup(c.Close)
 	detach := c.Attach(st)
 	t.Cleanup(detach)
-	a, err := authz.New(authz.Config{Cache: c, MasterKey: "sk-master-e2e"})
+	rl, err := ratelimit.New(ratelimit.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rl.Close)
+	a, err := authz.New(authz.Config{Cache: c, MasterKey: "sk-master-e2e", RateLimiter: rl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +189,7 @@ type result struct {
 	status int
 	body   string
 	errTyp string
+	header http.Header
 }
 
 func call(t *testing.T, base, method, path string, hdr map[string]string) result {
@@ -197,7 +204,7 @@ func call(t *testing.T, base, method, path string, hdr map[string]string) result
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	r := result{status: resp.StatusCode, body: string(b)}
+	r := result{status: resp.StatusCode, body: string(b), header: resp.Header}
 	var env struct {
 		Error struct{ Type string } `json:"error"`
 	}
@@ -295,6 +302,33 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 			if got := hdr.Values(k); (v == "" && len(got) != 0) || (v != "" && (len(got) != 1 || got[0] != v)) {
 				t.Errorf("upstream %s = %q, want %q", k, got, v)
 			}
+		}
+	})
+
+	// A rate-limit denial reaches the client as LiteLLM's 429 with its
+	// message and retry-after, through either proxy.
+	t.Run("rate limit", func(t *testing.T) {
+		rpm := int64(1)
+		k := s.addKey(t, &keys.Key{RPMLimit: &rpm})
+		hdr := map[string]string{"Authorization": "Bearer " + k}
+		if r := call(t, base, "POST", azure("gpt-4o"), hdr); r.status != 200 {
+			t.Fatalf("first: %d %s", r.status, r.body)
+		}
+		_, _, before := s.rec.snapshot()
+		r := call(t, base, "POST", azure("gpt-4o"), hdr)
+		want := "Rate limit exceeded for api_key: " + keys.HashHex(k) + ". Limit type: requests. Current limit: 1, Remaining: 0. Limit resets at: "
+		if r.status != 429 || r.errTyp != "None" || !strings.Contains(r.body, want) {
+			t.Fatalf("second: %d %s, want 429 with %q", r.status, r.body, want)
+		}
+		if r.header.Get("Retry-After") != "60" || r.header.Get("Rate_limit_type") != "requests" || !strings.HasSuffix(r.header.Get("Reset_at"), " UTC") {
+			t.Fatalf("denial headers %v", r.header)
+		}
+		if _, _, after := s.rec.snapshot(); after != before {
+			t.Fatal("a rate-limited request reached the upstream")
+		}
+		// Other denials carry no retry-after.
+		if r := call(t, base, "POST", azure("gpt-4o"), nil); r.status != 401 || r.header.Get("Retry-After") != "" {
+			t.Fatalf("no key: %d %v", r.status, r.header)
 		}
 	})
 

@@ -13,10 +13,12 @@
 //     only when TrustForwarded is set: anyone who can reach the endpoint
 //     could otherwise choose the path the model is read from.
 //
-// Answers: allow = 200 with the identity headers and
-// x-envoy-auth-headers-to-remove naming the credential header(s); deny =
-// the LiteLLM status (401, 400, 429) with the JSON error, content-type
-// application/json and x-litellm-deny-reason: <error type>. nginx turns any
+// Answers: allow = 200 with the identity headers,
+// x-envoy-auth-headers-to-remove naming the credential header(s) and, for
+// a key with rate limits, the x-ratelimit-* headers; deny = the LiteLLM
+// status (401, 400, 429) with the JSON error, content-type
+// application/json, x-litellm-deny-reason: <error type> and, for a rate
+// limit, retry-after, rate_limit_type and reset_at. nginx turns any
 // auth_request status but 401 and 403 into a 500 and drops the body, so a
 // caller that sends X-Authz-Client: nginx gets 401 or 403 instead, with the
 // real status in x-litellm-deny-status and the JSON error in
@@ -151,11 +153,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if e == nil {
 			e = apierr.New(http.StatusServiceUnavailable, apierr.TypeInternal, "", "authorization failed")
 		}
+		for _, kv := range authz.RateLimitHeaders(&d) { // retry-after, rate_limit_type, reset_at
+			w.Header().Set(kv[0], kv[1])
+		}
 		h.deny(w, r, e)
 		return
 	}
 	hd := w.Header()
 	for _, kv := range h.d.Identity(&d) {
+		hd.Set(kv[0], kv[1])
+	}
+	for _, kv := range authz.RateLimitHeaders(&d) { // x-ratelimit-*, for keys with limits
 		hd.Set(kv[0], kv[1])
 	}
 	// The credential, and any identity header this key does not set (a
