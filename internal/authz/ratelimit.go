@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -73,14 +74,37 @@ func rateLimitError(r *ratelimit.Result) *apierr.Error {
 // per-descriptor x-ratelimit-<descriptor>-{limit,remaining}-<type>. None
 // for a key without limits.
 func RateLimitHeaders(d *Decision) [][2]string {
+	var buf [maxRLHeaders][2]string
+	return slices.Clone(appendRateLimitHeaders(buf[:0], d))
+}
+
+const maxRLHeaders = 4 + 4*4 // generic, and up to 4 descriptor statuses in full
+
+// rlNames are the header names per descriptor and kind: [kind][limit, remaining].
+var rlNames = func() map[string][2][2]string {
+	m := map[string][2][2]string{}
+	for _, d := range []string{"", ratelimit.DescAPIKey, ratelimit.DescModelPerKey, ratelimit.DescUser, ratelimit.DescTeam, ratelimit.DescTeamMember, ratelimit.DescEndUser} {
+		var n [2][2]string
+		for k := ratelimit.Requests; k <= ratelimit.Tokens; k++ {
+			p := "x-ratelimit-"
+			if d != "" {
+				p += d + "-"
+			}
+			n[k] = [2]string{p + "limit-" + k.String(), p + "remaining-" + k.String()}
+		}
+		m[d] = n
+	}
+	return m
+}()
+
+func appendRateLimitHeaders(out [][2]string, d *Decision) [][2]string {
 	r := d.RateLimit
 	if r == nil {
-		return nil
+		return out
 	}
 	if s, denied := r.Denied(); denied {
-		return [][2]string{{"retry-after", r.RetryAfter()}, {"rate_limit_type", s.Kind.String()}, {"reset_at", r.ResetAt()}}
+		return append(out, [2]string{"retry-after", r.RetryAfter()}, [2]string{"rate_limit_type", s.Kind.String()}, [2]string{"reset_at", r.ResetAt()})
 	}
-	var out [][2]string
 	var generic [2]*ratelimit.Status // requests, tokens
 	st := r.Statuses()
 	for i := range st {
@@ -94,20 +118,32 @@ func RateLimitHeaders(d *Decision) [][2]string {
 	}
 	for _, s := range generic {
 		if s != nil {
-			out = append(out,
-				[2]string{"x-ratelimit-limit-" + s.Kind.String(), strconv.FormatInt(s.Limit, 10)},
-				[2]string{"x-ratelimit-remaining-" + s.Kind.String(), strconv.FormatInt(max(0, s.Remaining), 10)})
+			n := rlNames[""][s.Kind]
+			out = append(out, [2]string{n[0], strconv.FormatInt(s.Limit, 10)}, [2]string{n[1], strconv.FormatInt(max(0, s.Remaining), 10)})
 		}
 	}
 	for i := range st {
 		s := &st[i]
-		if s.Kind > ratelimit.Tokens {
+		if s.Kind > ratelimit.Tokens || len(out)+2 > maxRLHeaders {
 			continue
 		}
-		p := "x-ratelimit-" + s.Descriptor
-		out = append(out,
-			[2]string{p + "-limit-" + s.Kind.String(), strconv.FormatInt(s.Limit, 10)},
-			[2]string{p + "-remaining-" + s.Kind.String(), strconv.FormatInt(s.Remaining, 10)})
+		if n, ok := rlNames[s.Descriptor]; ok {
+			out = append(out, [2]string{n[s.Kind][0], strconv.FormatInt(s.Limit, 10)}, [2]string{n[s.Kind][1], strconv.FormatInt(s.Remaining, 10)})
+		}
+	}
+	return out
+}
+
+// headerOptions renders headers in three allocations.
+func headerOptions(prefix []*corev3.HeaderValueOption, h [][2]string) []*corev3.HeaderValueOption {
+	opts := make([]corev3.HeaderValueOption, len(h))
+	vals := make([]corev3.HeaderValue, len(h))
+	out := make([]*corev3.HeaderValueOption, 0, len(prefix)+len(h))
+	out = append(out, prefix...)
+	for i, kv := range h {
+		vals[i].Key, vals[i].Value = kv[0], kv[1]
+		opts[i].Header, opts[i].AppendAction = &vals[i], corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		out = append(out, &opts[i])
 	}
 	return out
 }
@@ -122,13 +158,9 @@ func withRateLimit(base *authv3.CheckResponse, d *Decision) *authv3.CheckRespons
 		Headers: ok.GetHeaders(), HeadersToRemove: ok.GetHeadersToRemove(), QueryParametersToRemove: ok.GetQueryParametersToRemove(),
 		ResponseHeadersToAdd: ok.GetResponseHeadersToAdd(),
 	}
-	if h := RateLimitHeaders(d); len(h) > 0 {
-		add := make([]*corev3.HeaderValueOption, 0, len(okr.ResponseHeadersToAdd)+len(h))
-		add = append(add, okr.ResponseHeadersToAdd...)
-		for _, kv := range h {
-			add = append(add, header(kv[0], kv[1]))
-		}
-		okr.ResponseHeadersToAdd = add
+	var buf [maxRLHeaders][2]string
+	if h := appendRateLimitHeaders(buf[:0], d); len(h) > 0 {
+		okr.ResponseHeadersToAdd = headerOptions(okr.ResponseHeadersToAdd, h)
 	}
 	resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: okr}
 	resp.DynamicMetadata = base.DynamicMetadata
@@ -148,11 +180,7 @@ func withRateLimit(base *authv3.CheckResponse, d *Decision) *authv3.CheckRespons
 func rateLimitDenied(d *Decision) *authv3.CheckResponse {
 	resp := deniedResponse(d.Err, d.Reason)
 	dr := resp.GetDeniedResponse()
-	headers := make([]*corev3.HeaderValueOption, 0, len(dr.Headers)+3)
-	headers = append(headers, dr.Headers...)
-	for _, kv := range RateLimitHeaders(d) {
-		headers = append(headers, header(kv[0], kv[1]))
-	}
-	dr.Headers = headers
+	var buf [maxRLHeaders][2]string
+	dr.Headers = headerOptions(dr.Headers, appendRateLimitHeaders(buf[:0], d))
 	return resp
 }

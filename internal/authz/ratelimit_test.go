@@ -277,3 +277,41 @@ func TestLeaseMetadata(t *testing.T) {
 		t.Fatalf("slot not released by Finish: %v", resp)
 	}
 }
+
+// BenchmarkCheckHandlerRateLimited is the handler's cost for a key without
+// limits, with local limits (rpm and tpm) and with a lease, on the same
+// limiter: the limiter, the per-request headers and the lease metadata.
+func BenchmarkCheckHandlerRateLimited(b *testing.B) {
+	l, err := ratelimit.New(ratelimit.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	e := newEnv(b, authz.Config{RateLimiter: l})
+	for _, bc := range []struct {
+		name string
+		key  keys.Key
+	}{
+		{"no-limits", keys.Key{}},
+		{"rpm-tpm", keys.Key{RPMLimit: ptr[int64](1 << 40), TPMLimit: ptr[int64](1 << 40)}},
+		{"rpm-tpm-parallel", keys.Key{RPMLimit: ptr[int64](1 << 40), TPMLimit: ptr[int64](1 << 40), MaxParallelRequests: ptr[int64](1 << 20)}},
+	} {
+		raw := keys.Generate()
+		bc.key.Token = keys.HashHex(raw)
+		if err := e.store.Create(context.Background(), &bc.key); err != nil {
+			b.Fatal(err)
+		}
+		r := benchRequest(raw)
+		e.srv.Check(context.Background(), r)
+		e.cache.Wait()
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, _ := e.srv.Check(context.Background(), r)
+				if lease := resp.GetDynamicMetadata().GetFields()[authz.LeaseMetadataKey].GetStringValue(); lease != "" {
+					l.Release(context.Background(), ratelimit.Subject{KeyHash: bc.key.Token, Lease: lease})
+				}
+			}
+		})
+	}
+}
