@@ -315,3 +315,23 @@ func BenchmarkCheckHandlerRateLimited(b *testing.B) {
 		})
 	}
 }
+
+// TestUnlimitedKeyAllocations: with a limiter configured, a key without
+// limits still costs what a cache hit costs (the memoised response).
+func TestUnlimitedKeyAllocations(t *testing.T) {
+	l, err := ratelimit.New(ratelimit.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	e := newEnv(t, authz.Config{RateLimiter: l})
+	raw := addKey(t, e, keys.Key{Models: []string{"gpt-4o"}})
+	r := benchRequest(raw)
+	if resp, _ := e.srv.Check(context.Background(), r); resp.GetOkResponse() == nil {
+		t.Fatal("denied")
+	}
+	e.cache.Wait()
+	if n := testing.AllocsPerRun(200, func() { e.srv.Check(context.Background(), r) }); n > 2 {
+		t.Errorf("cache-hit Check of a key without limits allocates %v times, want <= 2", n)
+	}
+}
