@@ -69,7 +69,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, err
 	}
 	httpAuthz, err := httpauthz.New(httpauthz.Config{
-		Decider: a, TrustForwarded: cfg.TrustForwarded, MaxBodyBytes: cfg.MaxBodyBytes,
+		Decider: a, Releaser: limiter, TrustForwarded: cfg.TrustForwarded, MaxBodyBytes: cfg.MaxBodyBytes,
 		Registerer: reg, Logger: log.With("component", "httpauthz"),
 	})
 	if err != nil {

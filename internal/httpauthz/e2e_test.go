@@ -82,7 +82,7 @@ func newStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := httpauthz.New(httpauthz.Config{Decider: a, TrustForwarded: true})
+	h, err := httpauthz.New(httpauthz.Config{Decider: a, TrustForwarded: true, Releaser: rl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,6 +344,25 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 			t.Fatalf("after block: %d %s", r.status, r.body)
 		}
 	})
+}
+
+// TestHTTPModeRateLimits: the HTTP answer carries the x-ratelimit-*
+// headers, and a max_parallel_requests slot is given back with the answer
+// (no proxy here reports the response's end).
+func TestHTTPModeRateLimits(t *testing.T) {
+	s := newStack(t)
+	one := int64(1)
+	big := int64(100)
+	k := s.addKey(t, &keys.Key{MaxParallelRequests: &one, RPMLimit: &big})
+	for i := range 3 {
+		r := call(t, s.sidecar.URL, "POST", "/authz/v1/chat/completions", map[string]string{"Authorization": "Bearer " + k})
+		if r.status != 200 {
+			t.Fatalf("request %d: %d %s (a parallel slot was kept)", i, r.status, r.body)
+		}
+		if got, want := r.header.Get("X-Ratelimit-Remaining-Requests"), fmt.Sprint(99-i); got != want || r.header.Get("X-Ratelimit-Limit-Requests") != "100" {
+			t.Fatalf("request %d: x-ratelimit headers %v", i, r.header)
+		}
+	}
 }
 
 func TestNginxAuthRequest(t *testing.T) {

@@ -23,6 +23,10 @@
 // caller that sends X-Authz-Client: nginx gets 401 or 403 instead, with the
 // real status in x-litellm-deny-status and the JSON error in
 // x-litellm-error for the nginx config to hand back (deploy/nginx).
+// Rate limits: rpm holds in HTTP mode; a max_parallel_requests lease is
+// given back as soon as the answer is sent (Config.Releaser), because no
+// proxy here reports the response's end, and tpm counts only tokens some
+// metering server reports.
 // A decision is never a 5xx; a store outage on an unknown key is (503),
 // which the proxies treat as an authorization error and fail closed.
 package httpauthz
@@ -42,6 +46,7 @@ import (
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/authz"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 // Decider is the decision core; *authz.Authorizer satisfies it.
@@ -49,6 +54,11 @@ type Decider interface {
 	Decide(ctx context.Context, r *authz.Request) authz.Decision
 	Identity(d *authz.Decision) [][2]string
 	Unset(d *authz.Decision) []string
+}
+
+// Releaser gives back a rate-limit lease; *ratelimit.Limiter satisfies it.
+type Releaser interface {
+	Release(ctx context.Context, s ratelimit.Subject)
 }
 
 // DefaultPrefix is where the endpoint is mounted when Config.Prefix is empty.
@@ -90,11 +100,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the handler's metrics. nil registers nothing.
 	Registerer prometheus.Registerer
+	// Releaser gives back the max_parallel_requests lease of an allowed
+	// request at once: no proxy in HTTP mode reports when the response
+	// ends, so a slot held until then would only be freed by the lease
+	// timeout. nil keeps the lease.
+	Releaser Releaser
 }
 
 // Handler is the HTTP authz endpoint. Create it with New.
 type Handler struct {
 	d       Decider
+	rel     Releaser
 	prefix  string
 	trust   bool
 	maxBody int64
@@ -107,7 +123,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Decider == nil {
 		return nil, errors.New("httpauthz: Decider is required")
 	}
-	h := &Handler{d: cfg.Decider, prefix: cfg.Prefix, trust: cfg.TrustForwarded, maxBody: cfg.MaxBodyBytes, log: cfg.Logger}
+	h := &Handler{d: cfg.Decider, rel: cfg.Releaser, prefix: cfg.Prefix, trust: cfg.TrustForwarded, maxBody: cfg.MaxBodyBytes, log: cfg.Logger}
 	if h.prefix == "" {
 		h.prefix = DefaultPrefix
 	}
@@ -173,6 +189,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 	h.answers.WithLabelValues("200").Inc()
+	if h.rel != nil && d.RateLimit != nil && d.Entry != nil {
+		if lease := d.RateLimit.Lease(); lease != "" {
+			h.rel.Release(r.Context(), ratelimit.Subject{KeyHash: d.Entry.Key.Token, Lease: lease})
+		}
+	}
 }
 
 // original recovers the original method and path-with-query.

@@ -304,3 +304,17 @@ func BenchmarkCheckLocal(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkFloor is the floor BenchmarkCheckLocal is read against, in the
+// same run: a clock read and one shared atomic increment per call, with the
+// same callers.
+func BenchmarkFloor(b *testing.B) {
+	var n atomic.Uint64
+	b.SetParallelism(5)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_ = time.Now()
+			n.Add(1)
+		}
+	})
+}
