@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,34 +35,58 @@ func testRedisURL(t *testing.T) string {
 	return u
 }
 
-// Two sidecars on one Postgres and one Redis admit rpm_limit requests in
-// total, not each.
-func TestRateLimitTwoReplicasOneRedis(t *testing.T) {
+// Three sidecars on one Postgres and one Redis admit rpm_limit requests in
+// total, not each: 100 concurrent Checks spread over them, 10 allowed.
+func TestRateLimitThreeReplicasOneRedis(t *testing.T) {
 	db, ru := pgtest.URL(t), testRedisURL(t)
 	prefix := fmt.Sprintf("e2e:%d:", time.Now().UnixNano())
-	a := start(t, "--master-key", master, "--database-url", db, "--redis-url", ru, "--redis-key-prefix", prefix)
-	b := start(t, "--master-key", master, "--database-url", db, "--redis-url", ru, "--redis-key-prefix", prefix)
-	_, gen := admin(t, a.http, "/key/generate", map[string]any{"rpm_limit": 3})
+	var cs []checker
+	var first *running
+	var all []*running
+	for range 3 {
+		// A generous timeout: on a loaded machine a 100 ms one falls back to
+		// local counting (by design), and then each replica admits 10.
+		r := start(t, "--master-key", master, "--database-url", db, "--redis-url", ru, "--redis-key-prefix", prefix, "--redis-timeout", "5s")
+		if first == nil {
+			first = r
+		}
+		cs = append(cs, newChecker(t, r.grpc))
+		all = append(all, r)
+	}
+	_, gen := admin(t, first.http, "/key/generate", map[string]any{"rpm_limit": 10})
 	key := gen["key"].(string)
-	cs := []checker{newChecker(t, a.grpc), newChecker(t, b.grpc)}
+	var mu sync.Mutex
 	allowed := 0
-	var last verdict
-	for i := range 10 {
-		v := cs[i%2].check(t, key, "gpt-4o")
-		if v.allowed {
-			allowed++
-			if headerValue(v.resp.GetOkResponse().GetResponseHeadersToAdd(), "x-ratelimit-limit-requests") != "3" {
-				t.Fatalf("allow without x-ratelimit-limit-requests: %v", v.resp)
+	var denied []verdict
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			v := cs[i%3].check(t, key, "gpt-4o")
+			mu.Lock()
+			defer mu.Unlock()
+			if v.allowed {
+				allowed++
+				if headerValue(v.resp.GetOkResponse().GetResponseHeadersToAdd(), "x-ratelimit-limit-requests") != "10" {
+					t.Errorf("allow without x-ratelimit-limit-requests: %v", v.resp)
+				}
+			} else {
+				denied = append(denied, v)
 			}
-		} else {
-			last = v
+		})
+	}
+	wg.Wait()
+	for i, r := range all {
+		if _, m := get(t, r.http+"/metrics"); !strings.Contains(m, "sidecar_ratelimit_local_fallback_total 0") {
+			t.Errorf("replica %d counted locally (Redis too slow?): %s", i, r.logs.String())
 		}
 	}
-	if allowed != 3 {
-		t.Fatalf("two replicas admitted %d, want 3", allowed)
+	if allowed != 10 {
+		t.Fatalf("three replicas admitted %d, want 10", allowed)
 	}
-	if last.status != 429 || !strings.Contains(last.body, "Rate limit exceeded for api_key: ") || !strings.Contains(last.body, "Limit type: requests. Current limit: 3, Remaining: 0") {
-		t.Fatalf("denial: %d %s", last.status, last.body)
+	for _, v := range denied {
+		if v.status != 429 || !strings.Contains(v.body, "Rate limit exceeded for api_key: ") || !strings.Contains(v.body, "Limit type: requests. Current limit: 10, Remaining: 0") {
+			t.Fatalf("denial: %d %s", v.status, v.body)
+		}
 	}
 }
 

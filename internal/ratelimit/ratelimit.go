@@ -288,7 +288,8 @@ type desc struct {
 	rpm, tpm    int64
 	parallel    int64
 	bit         uint8    // token mask bit
-	tag         string   // "<prefix>{name:value}"
+	tag         string   // "{name:value}"
+	keys        []string // Redis keys: window, requests, tokens, max_parallel_requests
 	c           *counter // local counters, shared by every Plan naming it
 }
 
@@ -326,6 +327,9 @@ func (l *Limiter) Compile(limits []Limit) *Plan {
 			bit: bit, tag: redisTag(lim.Descriptor, lim.Value),
 		}
 		d.c = l.counter(d.tag, lim.Parallel)
+		if l.redis != nil {
+			d.keys = []string{l.redis.key(d.tag, "window"), l.redis.key(d.tag, "requests"), l.redis.key(d.tag, "tokens"), l.redis.key(d.tag, "max_parallel_requests")}
+		}
 		p.descs = append(p.descs, d)
 		p.limited = true
 	}
@@ -619,9 +623,13 @@ func (l *Limiter) end(ctx context.Context, s Subject, tokens int64) {
 		}
 	}
 	if ls.remote && l.redis != nil {
+		// While Redis is away its tokens are lost and its lease expires by
+		// itself; the transition was logged once.
+		if l.redis.down.Load() {
+			return
+		}
 		if err := l.redis.finish(ctx, tags, ls, tokens); err != nil {
 			l.redis.fail(err)
-			l.log.Warn("rate limit: recording a response end in Redis failed (tokens lost; the lease expires by itself)", "err", err)
 		}
 		return
 	}

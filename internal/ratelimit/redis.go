@@ -123,8 +123,7 @@ func (b *redisBackend) check(ctx context.Context, p *Plan, model string, r *Resu
 				}
 				m = member
 			}
-			keys := []string{b.key(d.tag, "window"), b.key(d.tag, "requests"), b.key(d.tag, "tokens"), b.key(d.tag, "max_parallel_requests")}
-			cmd := checkScript.EvalSha(ctx, pipe, keys, nowS, b.l.window, d.rpm, d.tpm, d.parallel, m,
+			cmd := checkScript.EvalSha(ctx, pipe, d.keys, nowS, b.l.window, d.rpm, d.tpm, d.parallel, m,
 				nowMS, nowMS+b.l.leaseTO.Milliseconds(), b.leaseTTL)
 			its = append(its, item{d, cmd})
 		}
