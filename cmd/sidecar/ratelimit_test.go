@@ -45,8 +45,9 @@ func TestRateLimitThreeReplicasOneRedis(t *testing.T) {
 	var all []*running
 	for range 3 {
 		// A generous timeout: on a loaded machine a 100 ms one falls back to
-		// local counting (by design), and then each replica admits 10.
-		r := start(t, "--master-key", master, "--database-url", db, "--redis-url", ru, "--redis-key-prefix", prefix, "--redis-timeout", "5s")
+		// local counting (by design), and then each replica admits 10; and
+		// 33 concurrent first lookups must not fail closed either.
+		r := start(t, "--master-key", master, "--database-url", db, "--redis-url", ru, "--redis-key-prefix", prefix, "--redis-timeout", "5s", "--lookup-timeout", "5s")
 		if first == nil {
 			first = r
 		}
