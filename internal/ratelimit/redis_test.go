@@ -61,7 +61,7 @@ func replicas(t *testing.T, n int, pfx string, clk *clock, reg prometheus.Regist
 	var out []*Limiter
 	for range n {
 		c := redisClient(t, testRedisAddr())
-		cfg := Config{Redis: c, KeyPrefix: pfx, RedisTimeout: time.Second, ProbeInterval: 20 * time.Millisecond}
+		cfg := Config{Redis: c, KeyPrefix: pfx, RedisTimeout: 5 * time.Second, ProbeInterval: 20 * time.Millisecond} // generous: a loaded machine must not fall back
 		if clk != nil {
 			cfg.Now = clk.Now
 		}
@@ -212,7 +212,7 @@ func TestRedisFallback(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
 	reg := prometheus.NewRegistry()
-	l, err := New(Config{Redis: c, RedisTimeout: 500 * time.Millisecond, ProbeInterval: 10 * time.Millisecond, Registerer: reg})
+	l, err := New(Config{Redis: c, RedisTimeout: 5 * time.Second, ProbeInterval: 10 * time.Millisecond, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
