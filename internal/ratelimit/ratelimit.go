@@ -464,16 +464,16 @@ func (l *Limiter) Check(ctx context.Context, p *Plan, model string) Result {
 	if !p.Limited() {
 		return r
 	}
-	if l.redis != nil && !l.redis.down.Load() {
-		if err := l.redis.check(ctx, p, model, &r); err == nil {
-			l.finishCheck(ctx, &r)
-			return r
-		} else {
+	if l.redis != nil {
+		if !l.redis.down.Load() {
+			err := l.redis.check(ctx, p, model, &r)
+			if err == nil {
+				l.finishCheck(ctx, &r)
+				return r
+			}
 			l.redis.fail(err)
-			r = Result{denied: -1, now: r.now, window: l.window}
+			r = Result{denied: -1, now: r.now, window: l.window} // count this one locally
 		}
-		l.fallback.Inc()
-	} else if l.redis != nil {
 		l.fallback.Inc()
 	}
 	l.checkLocal(p, model, &r)

@@ -120,7 +120,7 @@ func TestLocal(t *testing.T) {
 					l.Finish(t.Context(), Subject{KeyHash: "k", Model: "m", Lease: last, TeamID: "t", UserID: "u"}, Usage{InputTokens: 1000, OutputTokens: s.finish})
 				}
 				r := l.Check(t.Context(), p, s.model)
-				st, denied := r.Denied()
+				_, denied := r.Denied()
 				switch {
 				case s.denied == "" && denied:
 					t.Fatalf("step %d: denied: %s", i, r.Message())
@@ -131,7 +131,6 @@ func TestLocal(t *testing.T) {
 				case denied && r.Lease() != "":
 					t.Fatalf("step %d: a denial holds a lease %q", i, r.Lease())
 				}
-				_ = st
 				if !denied {
 					last = r.Lease()
 				}
