@@ -15,8 +15,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/virtualkeys/sidecar/internal/pricing"
 	"github.com/virtualkeys/sidecar/internal/pybool"
+
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 // Config is the sidecar's whole configuration. Each field's comment says
@@ -136,6 +139,22 @@ type Config struct {
 	// InjectIncludeUsage lets ext_proc add stream_options.include_usage to
 	// OpenAI streams; false = such streams are charged by estimate.
 	InjectIncludeUsage bool
+	// RateLimitWindow is the rate-limit window (whole seconds; LiteLLM's
+	// LITELLM_RATE_LIMIT_WINDOW_SIZE).
+	RateLimitWindow time.Duration
+	// TokenRateLimitType is output, input or total: the tokens tpm limits count.
+	TokenRateLimitType ratelimit.TokenType
+	// RateLimitLeaseTimeout frees a max_parallel_requests slot whose
+	// response end never arrived.
+	RateLimitLeaseTimeout time.Duration
+	// RedisURL, when set, keeps rate-limit counters in Redis, shared by
+	// every replica; empty counts on this replica only.
+	RedisURL string
+	// RedisTimeout bounds one Redis round trip of the Check; past it the
+	// Check counts locally until Redis answers again.
+	RedisTimeout time.Duration
+	// RedisKeyPrefix is put before every rate-limit key in Redis.
+	RedisKeyPrefix string
 }
 
 // errHelp is returned when -h/--help was asked for; usage was printed.
@@ -251,8 +270,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		fs.Int64Var(p, name, v, help+envHelp([]string{envName}))
 	}
 
-	var logLevel string
-	var cacheMax, cacheLoads, unknownRate int64
+	var logLevel, tokenType string
+	var cacheMax, cacheLoads, unknownRate, window int64
 	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; required with --database-url; with the embedded store generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
 	str(&c.DatabaseURL, "database-url", "", "postgres:// URL of the key database; empty = embedded store in the data dir", "DATABASE_URL")
 	str(&c.FeedDatabaseURL, "feed-database-url", "", "postgres:// URL the change-feed listener uses (LISTEN needs a session: set a direct URL when --database-url goes through PgBouncer transaction pooling); empty = --database-url", "SIDECAR_FEED_DATABASE_URL")
@@ -282,6 +301,20 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.BudgetResetInterval, "budget-reset-interval", time.Minute, "how often keys past budget_reset_at are reset", "SIDECAR_BUDGET_RESET_INTERVAL")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful drain", "SIDECAR_SHUTDOWN_TIMEOUT")
 	dur(&c.ShutdownDelay, "shutdown-delay", 0, "keep serving while not ready for this long before draining", "SIDECAR_SHUTDOWN_DELAY")
+	window = 60
+	if v := env("SIDECAR_RATE_LIMIT_WINDOW_SIZE", "LITELLM_RATE_LIMIT_WINDOW_SIZE"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err != nil {
+			envErrs = append(envErrs, fmt.Errorf("rate-limit window size: invalid integer %q", v))
+		} else {
+			window = n
+		}
+	}
+	fs.Int64Var(&window, "rate-limit-window-size", window, "rate-limit window in seconds (rpm and tpm count per window)"+envHelp([]string{"SIDECAR_RATE_LIMIT_WINDOW_SIZE", "LITELLM_RATE_LIMIT_WINDOW_SIZE"}))
+	str(&tokenType, "token-rate-limit-type", "output", "tokens that count toward tpm limits: output, input or total", "SIDECAR_TOKEN_RATE_LIMIT_TYPE")
+	dur(&c.RateLimitLeaseTimeout, "rate-limit-lease-timeout", ratelimit.DefaultLeaseTimeout, "a max_parallel_requests slot whose response end never arrives is freed after this long", "SIDECAR_RATE_LIMIT_LEASE_TIMEOUT")
+	str(&c.RedisURL, "redis-url", "", "redis:// or rediss:// URL: rate-limit counters shared by every replica; empty = counted on this replica", "SIDECAR_REDIS_URL", "REDIS_URL")
+	dur(&c.RedisTimeout, "redis-timeout", ratelimit.DefaultRedisTimeout, "bound on one Redis round trip; past it the Check counts locally until Redis answers", "SIDECAR_REDIS_TIMEOUT")
+	str(&c.RedisKeyPrefix, "redis-key-prefix", "vk:", "prefix of the rate-limit keys in Redis", "SIDECAR_REDIS_KEY_PREFIX")
 
 	var spendLogs int64
 	var unknownCost string
@@ -425,6 +458,30 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 	if _, err := parseDeployments(c.ModelDeployments); err != nil {
 		errs = append(errs, err)
+	}
+	if window < 1 || window > 1<<31 {
+		errs = append(errs, fmt.Errorf("--rate-limit-window-size: %d is not a number of seconds >= 1", window))
+	} else {
+		c.RateLimitWindow = time.Duration(window) * time.Second
+	}
+	if t, err := ratelimit.ParseTokenType(tokenType); err != nil {
+		errs = append(errs, fmt.Errorf("--token-rate-limit-type: %w", err))
+	} else {
+		c.TokenRateLimitType = t
+	}
+	if c.RateLimitLeaseTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--rate-limit-lease-timeout: %s is below 1s", c.RateLimitLeaseTimeout))
+	}
+	if c.RedisTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--redis-timeout: %s must be positive", c.RedisTimeout))
+	}
+	if c.RedisURL != "" {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			errs = append(errs, errors.New("--redis-url: not a redis:// or rediss:// URL"))
+		}
+	}
+	if strings.ContainsAny(c.RedisKeyPrefix, "{}") {
+		errs = append(errs, errors.New("--redis-key-prefix: must not contain { or } (Redis Cluster hash tags)"))
 	}
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("--max-body-bytes: %d is below the 1024-byte minimum", c.MaxBodyBytes))

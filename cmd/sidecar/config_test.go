@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -30,7 +32,8 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 				DecisionLog: "off", DecisionLogSample: 0.01, GRPCMetrics: true, FeedHeartbeat: 5 * time.Second,
 				MgmtTimeout: 10 * time.Second, DBStatementTimeout: 5 * time.Second,
 				CacheMaxLoads: 64, CacheUnknownRate: 20, FeedStaleBound: 30 * time.Second,
-				SpendFlushInterval: time.Second, SpendMaxPendingLogs: 100000, InjectIncludeUsage: true}
+				SpendFlushInterval: time.Second, SpendMaxPendingLogs: 100000, InjectIncludeUsage: true,
+				RateLimitWindow: time.Minute, RateLimitLeaseTimeout: 10 * time.Minute, RedisTimeout: 100 * time.Millisecond, RedisKeyPrefix: "vk:"}
 			if !reflect.DeepEqual(*c, want) {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
@@ -63,6 +66,17 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 					t.Errorf("flags not preferred: %+v", *c)
 				}
 			}},
+		{"rate limits from env", nil, map[string]string{"LITELLM_RATE_LIMIT_WINDOW_SIZE": "30", "SIDECAR_TOKEN_RATE_LIMIT_TYPE": "total",
+			"REDIS_URL": "redis://:pw@127.0.0.1:6379/2", "SIDECAR_REDIS_KEY_PREFIX": "p:"}, func(t *testing.T, c *Config) {
+			if c.RateLimitWindow != 30*time.Second || c.TokenRateLimitType != ratelimit.TokensTotal || c.RedisURL != "redis://:pw@127.0.0.1:6379/2" || c.RedisKeyPrefix != "p:" {
+				t.Errorf("rate-limit env not applied: %+v", *c)
+			}
+		}},
+		{"sidecar window wins over litellm's", nil, map[string]string{"LITELLM_RATE_LIMIT_WINDOW_SIZE": "30", "SIDECAR_RATE_LIMIT_WINDOW_SIZE": "5"}, func(t *testing.T, c *Config) {
+			if c.RateLimitWindow != 5*time.Second {
+				t.Errorf("window %s", c.RateLimitWindow)
+			}
+		}},
 		{"webhook URLs", []string{"--webhook-url", " http://a.example/h , https://b.example/x ", "--webhook-secret", "s"}, nil, func(t *testing.T, c *Config) {
 			if want := []string{"http://a.example/h", "https://b.example/x"}; !reflect.DeepEqual(c.WebhookURLs, want) || c.WebhookSecret != "s" {
 				t.Errorf("WebhookURLs %q secret %q", c.WebhookURLs, c.WebhookSecret)
@@ -129,6 +143,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"postgres without master key", []string{"--database-url", "postgres://h/db"}, nil, []string{"--master-key", "required with --database-url"}},
 		{"zero mgmt timeout", []string{"--mgmt-timeout", "0s"}, nil, []string{"--mgmt-timeout"}},
 		{"negative statement timeout", nil, map[string]string{"SIDECAR_DB_STATEMENT_TIMEOUT": "-1s"}, []string{"--db-statement-timeout"}},
+		{"bad window", []string{"--rate-limit-window-size", "0"}, nil, []string{"--rate-limit-window-size"}},
+		{"bad window env", nil, map[string]string{"LITELLM_RATE_LIMIT_WINDOW_SIZE": "1m"}, []string{"rate-limit window size"}},
+		{"bad token type", []string{"--token-rate-limit-type", "all"}, nil, []string{"--token-rate-limit-type"}},
+		{"short lease", []string{"--rate-limit-lease-timeout", "10ms"}, nil, []string{"--rate-limit-lease-timeout"}},
+		{"bad redis url hides password", []string{"--redis-url", "http://u:s3cret@h"}, nil, []string{"--redis-url"}},
+		{"hash tag in prefix", []string{"--redis-key-prefix", "a{b}"}, nil, []string{"--redis-key-prefix"}},
 		{"all errors at once", []string{"--log-level", "x", "--log-format", "y", "--grpc-addr", "z"}, nil,
 			[]string{"--log-level", "--log-format", "--grpc-addr"}},
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	"github.com/virtualkeys/sidecar/internal/authz"
@@ -18,6 +20,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
 	"github.com/virtualkeys/sidecar/internal/pricing"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 	"github.com/virtualkeys/sidecar/internal/spend"
 	"github.com/virtualkeys/sidecar/internal/store"
 	"github.com/virtualkeys/sidecar/internal/webhook"
@@ -31,6 +34,10 @@ type parts struct {
 	registerHTTP func(*http.ServeMux)
 	jobs         []func(context.Context) error
 	close        func()
+	// limiter counts rate limits; the ext_proc metering server ends its
+	// requests (Finish/Release). degraded says why readiness is partial.
+	limiter  *ratelimit.Limiter
+	degraded func() string
 }
 
 func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Registerer) (*parts, error) {
@@ -61,19 +68,29 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		closeKeys := closeAll
 		closeAll = func() { org.close(); closeKeys() }
 	}
+	limiter, closeLimiter, err := newLimiter(cfg, log, reg)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	{
+		closeRest := closeAll
+		closeAll = func() { closeRest(); closeLimiter() }
+	}
 
 	a, err := authz.New(authz.Config{
 		Cache: kc, Org: org.checks(), MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
 		DecisionLog: decisionLog(cfg, log),
+		RateLimiter: limiter,
 	})
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
 	httpAuthz, err := httpauthz.New(httpauthz.Config{
-		Decider: a, TrustForwarded: cfg.TrustForwarded, MaxBodyBytes: cfg.MaxBodyBytes,
+		Decider: a, Releaser: limiter, TrustForwarded: cfg.TrustForwarded, MaxBodyBytes: cfg.MaxBodyBytes,
 		Registerer: reg, Logger: log.With("component", "httpauthz"),
 	})
 	if err != nil {
@@ -108,7 +125,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("budget job: %w", err)
 	}
 
-	meter, err := buildMetering(cfg, st, kc, log, reg)
+	meter, err := buildMetering(cfg, st, kc, limiterEnds{limiter}, log, reg)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -126,8 +143,49 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:  append([]func(context.Context) error{resets.Run, hooks.Run, meter.accountant.Run, meter.prices.Run}, jobs...),
-		close: closeAll,
+		jobs:     append([]func(context.Context) error{resets.Run, hooks.Run, meter.accountant.Run, meter.prices.Run}, jobs...),
+		close:    closeAll,
+		limiter:  limiter,
+		degraded: limiter.Degraded,
+	}, nil
+}
+
+// newLimiter builds the rate limiter: local counting, or counters in Redis
+// with --redis-url (an unreachable Redis at start is not fatal: the
+// limiter counts locally and probes until Redis answers).
+func newLimiter(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*ratelimit.Limiter, func(), error) {
+	rcfg := ratelimit.Config{
+		Window: cfg.RateLimitWindow, Tokens: cfg.TokenRateLimitType, LeaseTimeout: cfg.RateLimitLeaseTimeout,
+		RedisTimeout: cfg.RedisTimeout, KeyPrefix: cfg.RedisKeyPrefix,
+		Registerer: reg, Logger: log.With("component", "ratelimit"),
+	}
+	var rc *redis.Client
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, nil, errors.New("--redis-url: not a redis:// or rediss:// URL")
+		}
+		// Fail fast: a slow Redis must not hold the Check; the limiter
+		// falls back to local counting instead of retrying.
+		opts.MaxRetries = -1
+		opts.DialTimeout = max(cfg.RedisTimeout, 250*time.Millisecond)
+		opts.ReadTimeout, opts.WriteTimeout = cfg.RedisTimeout, cfg.RedisTimeout
+		opts.PoolTimeout = cfg.RedisTimeout
+		rc = redis.NewClient(opts)
+		rcfg.Redis = rc
+	}
+	l, err := ratelimit.New(rcfg)
+	if err != nil {
+		if rc != nil {
+			rc.Close()
+		}
+		return nil, nil, err
+	}
+	return l, func() {
+		l.Close()
+		if rc != nil {
+			rc.Close()
+		}
 	}, nil
 }
 
@@ -151,7 +209,7 @@ type metering struct {
 
 // buildMetering builds the price source, the spend accountant (local
 // spend in the key cache, batches to the store) and the ext_proc server.
-func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logger, reg prometheus.Registerer) (*metering, error) {
+func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, limiter extproc.Limiter, log *slog.Logger, reg prometheus.Registerer) (*metering, error) {
 	w, ok := st.(store.SpendWriter)
 	if !ok {
 		return nil, fmt.Errorf("metering: store %T cannot record spend", st)
@@ -184,7 +242,7 @@ func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logge
 		return nil, err
 	}
 	srv, err := extproc.New(extproc.Config{
-		Accountant: acct, Prices: prices, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
+		Accountant: acct, Prices: prices, Limiter: limiter, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		UnknownModelCostPerToken: cfg.UnknownModelCostPerToken, InjectIncludeUsage: cfg.InjectIncludeUsage,
 		Registerer: reg, Logger: log.With("component", "extproc"),
 	})
@@ -192,4 +250,16 @@ func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logge
 		return nil, err
 	}
 	return &metering{server: srv, accountant: acct, prices: prices}, nil
+}
+
+// limiterEnds lets the ext_proc server end rate-limit leases and count
+// tokens (its Subject and Usage are the limiter's, field for field).
+type limiterEnds struct{ l *ratelimit.Limiter }
+
+func (a limiterEnds) Finish(ctx context.Context, s extproc.Subject, u extproc.Usage) {
+	a.l.Finish(ctx, ratelimit.Subject(s), ratelimit.Usage(u))
+}
+
+func (a limiterEnds) Release(ctx context.Context, s extproc.Subject) {
+	a.l.Release(ctx, ratelimit.Subject(s))
 }

@@ -47,7 +47,8 @@ type sidecar struct {
 	grpcLn, httpLn net.Listener
 	ready          atomic.Bool
 	closeParts     func()
-	unlock         func() // releases the data dir lock (embedded store); nil otherwise
+	unlock         func()        // releases the data dir lock (embedded store); nil otherwise
+	degraded       func() string // "" when every part works as configured
 }
 
 // newSidecar builds every part and binds both listeners; nothing is served
@@ -115,6 +116,7 @@ func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar,
 	closers = append(closers, parts.close)
 	s.jobs = parts.jobs
 	s.closeParts = parts.close
+	s.degraded = parts.degraded
 
 	s.health = health.NewServer()
 	opts := parts.grpcOptions
@@ -263,6 +265,11 @@ func (s *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeFeedDetail(&b, s.store)
+	// Still ready when degraded (rate limits count locally while Redis is
+	// away), but say so.
+	if d := s.degraded(); d != "" {
+		b.WriteString("degraded: " + d + "\n")
+	}
 	io.WriteString(w, b.String())
 }
 

@@ -9,7 +9,8 @@
 // allowed; then, with Config.Org, LiteLLM's team and user checks (team
 // blocked, team models, team-member model scope, a personal key's user
 // models: org.go); expired; over budget; then the team, personal-user and
-// team-member budgets. On allow the credential header(s) are
+// team-member budgets; rate limits (last, as LiteLLM: they count only
+// requests that would otherwise pass). On allow the credential header(s) are
 // removed, so the virtual key never reaches the provider, and the key's
 // identity is passed upstream as headers and dynamic metadata.
 //
@@ -61,6 +62,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 // KeyCache is what the Authorizer needs of the cache; *cache.Cache
@@ -99,6 +101,12 @@ type Config struct {
 	// DecisionLog is the opt-in per-request decision log (off when its
 	// Logger is nil).
 	DecisionLog DecisionLog
+	// RateLimiter enforces rpm/tpm/parallel limits. nil enforces none.
+	RateLimiter RateLimiter
+	// SubjectLimits returns the rate limits of a key's user, team and team
+	// membership (teams and users live outside the key row). nil = the
+	// key's own limits only.
+	SubjectLimits func(e *cache.Entry) ratelimit.SubjectLimits
 }
 
 // Reason names a decision, for metrics and logs.
@@ -116,11 +124,12 @@ const (
 	ReasonModelDenied
 	ReasonExpired
 	ReasonBudget
+	ReasonRateLimited
 	ReasonUnavailable
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"allowed", "master_key", "no_credential", "malformed_credential", "not_virtual_key", "unknown_key", "blocked", "model_not_allowed", "expired", "budget_exceeded", "unavailable"}
+var reasonNames = [numReasons]string{"allowed", "master_key", "no_credential", "malformed_credential", "not_virtual_key", "unknown_key", "blocked", "model_not_allowed", "expired", "budget_exceeded", "rate_limited", "unavailable"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -139,6 +148,9 @@ type Decision struct {
 	// RemoveHeaders and RemoveQuery name where the credential came in.
 	RemoveHeaders []string
 	RemoveQuery   []string
+	// RateLimit is the rate-limit outcome for a key with limits (nil for
+	// one without): the x-ratelimit-* values, the lease, or the denial.
+	RateLimit *ratelimit.Result
 }
 
 // Identity header names, after the prefix.
@@ -163,6 +175,8 @@ type Authorizer struct {
 	log         *slog.Logger
 	dlog        *slog.Logger
 	dlogSample  float64
+	rl          RateLimiter
+	subjects    func(e *cache.Entry) ratelimit.SubjectLimits
 
 	decisions [numReasons]prometheus.Counter
 	latency   prometheus.Histogram
@@ -185,6 +199,7 @@ func New(cfg Config) (*Authorizer, error) {
 		keyHeader: strings.ToLower(cfg.KeyHeader), modelHeader: strings.ToLower(cfg.ModelHeader),
 		prefix: strings.ToLower(cfg.IdentityHeaderPrefix), now: cfg.Now, log: cfg.Logger,
 		dlog: cfg.DecisionLog.Logger, dlogSample: cfg.DecisionLog.AllowSample,
+		rl: cfg.RateLimiter, subjects: cfg.SubjectLimits,
 	}
 	if a.prefix == "" {
 		a.prefix = DefaultIdentityPrefix
@@ -344,7 +359,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	if d, denied := a.orgBudgets(&o, now); denied {
 		return d
 	}
-	return Decision{Allowed: true, Reason: ReasonAllowed, Entry: e, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ}
+	return a.rateLimit(ctx, Decision{Allowed: true, Reason: ReasonAllowed, Entry: e, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ})
 }
 
 func deny(r Reason, e *apierr.Error) Decision { return Decision{Reason: r, Err: e} }

@@ -20,6 +20,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 	"github.com/virtualkeys/sidecar/internal/store/sqlite"
 )
 
@@ -72,11 +73,16 @@ func newStack(t *testing.T) *stack {
 	t.Cleanup(c.Close)
 	detach := c.Attach(st)
 	t.Cleanup(detach)
-	a, err := authz.New(authz.Config{Cache: c, MasterKey: "sk-master-e2e"})
+	rl, err := ratelimit.New(ratelimit.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := httpauthz.New(httpauthz.Config{Decider: a, TrustForwarded: true})
+	t.Cleanup(rl.Close)
+	a, err := authz.New(authz.Config{Cache: c, MasterKey: "sk-master-e2e", RateLimiter: rl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := httpauthz.New(httpauthz.Config{Decider: a, TrustForwarded: true, Releaser: rl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +189,7 @@ type result struct {
 	status int
 	body   string
 	errTyp string
+	header http.Header
 }
 
 func call(t *testing.T, base, method, path string, hdr map[string]string) result {
@@ -197,7 +204,7 @@ func call(t *testing.T, base, method, path string, hdr map[string]string) result
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	r := result{status: resp.StatusCode, body: string(b)}
+	r := result{status: resp.StatusCode, body: string(b), header: resp.Header}
 	var env struct {
 		Error struct{ Type string } `json:"error"`
 	}
@@ -298,6 +305,33 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 		}
 	})
 
+	// A rate-limit denial reaches the client as LiteLLM's 429 with its
+	// message and retry-after, through either proxy.
+	t.Run("rate limit", func(t *testing.T) {
+		rpm := int64(1)
+		k := s.addKey(t, &keys.Key{RPMLimit: &rpm})
+		hdr := map[string]string{"Authorization": "Bearer " + k}
+		if r := call(t, base, "POST", azure("gpt-4o"), hdr); r.status != 200 {
+			t.Fatalf("first: %d %s", r.status, r.body)
+		}
+		_, _, before := s.rec.snapshot()
+		r := call(t, base, "POST", azure("gpt-4o"), hdr)
+		want := "Rate limit exceeded for api_key: " + keys.HashHex(k) + ". Limit type: requests. Current limit: 1, Remaining: 0. Limit resets at: "
+		if r.status != 429 || r.errTyp != "None" || !strings.Contains(r.body, want) {
+			t.Fatalf("second: %d %s, want 429 with %q", r.status, r.body, want)
+		}
+		if r.header.Get("Retry-After") != "60" || r.header.Get("Rate_limit_type") != "requests" || !strings.HasSuffix(r.header.Get("Reset_at"), " UTC") {
+			t.Fatalf("denial headers %v", r.header)
+		}
+		if _, _, after := s.rec.snapshot(); after != before {
+			t.Fatal("a rate-limited request reached the upstream")
+		}
+		// Other denials carry no retry-after.
+		if r := call(t, base, "POST", azure("gpt-4o"), nil); r.status != 401 || r.header.Get("Retry-After") != "" {
+			t.Fatalf("no key: %d %v", r.status, r.header)
+		}
+	})
+
 	t.Run("block takes effect at once", func(t *testing.T) {
 		k := s.addKey(t, &keys.Key{})
 		if r := call(t, base, "POST", azure("gpt-4o"), map[string]string{"Authorization": "Bearer " + k}); r.status != 200 {
@@ -310,6 +344,25 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 			t.Fatalf("after block: %d %s", r.status, r.body)
 		}
 	})
+}
+
+// TestHTTPModeRateLimits: the HTTP answer carries the x-ratelimit-*
+// headers, and a max_parallel_requests slot is given back with the answer
+// (no proxy here reports the response's end).
+func TestHTTPModeRateLimits(t *testing.T) {
+	s := newStack(t)
+	one := int64(1)
+	big := int64(100)
+	k := s.addKey(t, &keys.Key{MaxParallelRequests: &one, RPMLimit: &big})
+	for i := range 3 {
+		r := call(t, s.sidecar.URL, "POST", "/authz/v1/chat/completions", map[string]string{"Authorization": "Bearer " + k})
+		if r.status != 200 {
+			t.Fatalf("request %d: %d %s (a parallel slot was kept)", i, r.status, r.body)
+		}
+		if got, want := r.header.Get("X-Ratelimit-Remaining-Requests"), fmt.Sprint(99-i); got != want || r.header.Get("X-Ratelimit-Limit-Requests") != "100" {
+			t.Fatalf("request %d: x-ratelimit headers %v", i, r.header)
+		}
+	}
 }
 
 func TestNginxAuthRequest(t *testing.T) {
