@@ -30,7 +30,9 @@ func TestCheck(t *testing.T) {
 		Personal: &PersonalKeyGeneration{AllowedUserRoles: []string{"proxy_admin", "internal_user"}, RequiredParams: []string{"key_alias"}},
 	}}
 	emptyKG := &Settings{KeyGeneration: &KeyGenerationSettings{}}
-	teamReq := func(p ...string) Request { return Request{TeamID: ptr("t1"), Present: present(append(p, "team_id")...)} }
+	teamReq := func(p ...string) Request {
+		return Request{TeamID: ptr("t1"), Present: present(append(p, "team_id")...)}
+	}
 	tests := []struct {
 		name   string
 		s      *Settings
