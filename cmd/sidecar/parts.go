@@ -13,6 +13,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/budget"
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
+	"github.com/virtualkeys/sidecar/internal/keygen"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
 	"github.com/virtualkeys/sidecar/internal/store"
 	"github.com/virtualkeys/sidecar/internal/webhook"
@@ -32,6 +33,11 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	groups, err := loadAccessGroups(cfg.AccessGroupsFile)
 	if err != nil {
 		return nil, err
+	}
+	var keyGen *keygen.Settings
+	if cfg.LiteLLM != nil {
+		groups = mergeAccessGroups(groups, cfg.LiteLLM.AccessGroups)
+		keyGen = &cfg.LiteLLM.KeyGeneration
 	}
 	kc, err := cache.New(cache.Config{
 		Loader: st, MaxKeys: cfg.CacheMaxKeys, NegativeTTL: cfg.NegativeTTL, SafetyTTL: cfg.CacheTTL,
@@ -76,6 +82,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	api, err := mgmt.New(mgmt.Config{
 		Events: hooks,
 		Store:  st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes,
+		KeyGeneration: keyGen,
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
 		Invalidate: kc.Invalidate,

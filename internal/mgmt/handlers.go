@@ -84,6 +84,9 @@ func (a *API) generate(r *http.Request, c *caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.applyKeyGenRules(r, c, f); err != nil {
+		return nil, err
+	}
 	p, err := validate(f)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
+	"github.com/virtualkeys/sidecar/internal/keygen"
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/store"
 )
@@ -86,6 +87,14 @@ type Config struct {
 	Events EventSink
 	// Now is the clock. nil means time.Now.
 	Now func() time.Time
+	// KeyGeneration holds LiteLLM's key-generation rules (config.yaml's
+	// key_generation_settings, default_key_generate_params and
+	// upperbound_key_generate_params), applied on /key/generate. nil
+	// applies none.
+	KeyGeneration *keygen.Settings
+	// Teams finds a team key's team for those rules. nil means there is no
+	// team table: a team_id is a label and the team-key rules are skipped.
+	Teams TeamFinder
 }
 
 // API serves the management endpoints. Create it with New.
@@ -97,6 +106,8 @@ type API struct {
 	events     EventSink
 	maxBody    int64
 	now        func() time.Time
+	keyGen     *keygen.Settings
+	teams      TeamFinder
 	mux        *http.ServeMux
 
 	requests *prometheus.CounterVec
@@ -126,6 +137,8 @@ func New(cfg Config) (*API, error) {
 		events:     cfg.Events,
 		maxBody:    cfg.MaxBodyBytes,
 		now:        cfg.Now,
+		keyGen:     cfg.KeyGeneration,
+		teams:      cfg.Teams,
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
