@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 
+	perm "github.com/virtualkeys/sidecar/internal/access"
 	"github.com/virtualkeys/sidecar/internal/keygen"
 )
 
@@ -16,10 +17,10 @@ type TeamFinder func(ctx context.Context, teamID string) (*keygen.Team, error)
 // callerRole is the caller's user_role as LiteLLM's UserAPIKeyAuth carries
 // it: the master key is a proxy admin.
 func callerRole(c *caller) keygen.Caller {
-	if c != nil && c.admin && c.key == nil {
-		return keygen.Caller{Role: "proxy_admin"}
+	if c.admin {
+		return keygen.Caller{Role: perm.RoleProxyAdmin, UserID: c.userID()}
 	}
-	return keygen.Caller{UserID: c.userID()}
+	return keygen.Caller{Role: c.acc.Role, UserID: c.userID()}
 }
 
 // applyKeyGenRules runs LiteLLM's key-generation rules on a /key/generate
@@ -27,10 +28,7 @@ func callerRole(c *caller) keygen.Caller {
 // default_key_generate_params, then upperbound_key_generate_params. f is
 // updated with the defaults and bounds that apply.
 func (a *API) applyKeyGenRules(r *http.Request, c *caller, f *keyFields) error {
-	s := a.keyGen
-	if s == nil {
-		return nil
-	}
+	s := a.keyGen // nil: LiteLLM's defaults (team members admin or user; no bounds)
 	req := keygen.Request{Present: map[string]bool{}}
 	for _, nf := range f.list() {
 		if isSet(nf.d) {
@@ -55,6 +53,11 @@ func (a *API) applyKeyGenRules(r *http.Request, c *caller, f *keyFields) error {
 			team = t
 		}
 		if err := s.Check(callerRole(c), req, team); err != nil {
+			return err
+		}
+	}
+	if a.roles(c) { // common_key_access_checks
+		if err := perm.KeyRequest(c.acc, req.UserID, req.TeamID); err != nil {
 			return err
 		}
 	}

@@ -92,9 +92,14 @@ type Config struct {
 	// upperbound_key_generate_params), applied on /key/generate. nil
 	// applies none.
 	KeyGeneration *keygen.Settings
-	// Teams finds a team key's team for those rules. nil means there is no
-	// team table: a team_id is a label and the team-key rules are skipped.
+	// Teams finds a team key's team for those rules. nil means Directory's
+	// teams, or, without a Directory, no team table: a team_id is a label
+	// and the team-key rules are skipped.
 	Teams TeamFinder
+	// Directory reads callers' user rows and keys' team rows for LiteLLM's
+	// roles and permissions (docs/api.md's matrix). nil: only the master
+	// key manages keys; a virtual key reads its own key.
+	Directory Directory
 }
 
 // API serves the management endpoints. Create it with New.
@@ -108,6 +113,7 @@ type API struct {
 	now        func() time.Time
 	keyGen     *keygen.Settings
 	teams      TeamFinder
+	dir        Directory
 	mux        *http.ServeMux
 
 	requests *prometheus.CounterVec
@@ -139,6 +145,10 @@ func New(cfg Config) (*API, error) {
 		now:        cfg.Now,
 		keyGen:     cfg.KeyGeneration,
 		teams:      cfg.Teams,
+		dir:        cfg.Directory,
+	}
+	if a.teams == nil && a.dir != nil {
+		a.teams = a.dirTeams
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -288,8 +298,11 @@ func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route, cp **
 			return a.writeErr(w, r, err)
 		}
 		*cp = c
-		if !c.admin && rt.access != virtualOK {
-			return a.writeErr(w, r, errAdminOnly(rt.method+" "+r.URL.Path))
+		if err := a.resolveRole(r.Context(), c); err != nil {
+			return a.writeErr(w, r, err)
+		}
+		if err := a.routeCheck(r, rt, c); err != nil {
+			return a.writeErr(w, r, err)
 		}
 	}
 	v, err := rt.h(r, c)
