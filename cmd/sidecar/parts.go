@@ -50,9 +50,20 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	// reach this replica's cache through the store's change feed.
 	detach := kc.Attach(st)
 	closeAll := func() { detach(); kc.Close() }
+	// Teams, users and memberships: cached beside the keys for LiteLLM's
+	// team and user checks, invalidated through the same feed.
+	org, jobs, err := buildOrg(cfg, st, log, reg)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	if org != nil {
+		closeKeys := closeAll
+		closeAll = func() { org.close(); closeKeys() }
+	}
 
 	a, err := authz.New(authz.Config{
-		Cache: kc, MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
+		Cache: kc, Org: org.checks(), MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
 		DecisionLog: decisionLog(cfg, log),
@@ -85,7 +96,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		KeyGeneration: keyGen,
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
-		Invalidate: kc.Invalidate,
+		Invalidate: kc.Invalidate, OrgChanged: org.changed(),
 		Registerer: reg, Logger: log.With("component", "mgmt"),
 	})
 	if err != nil {
@@ -107,7 +118,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:  []func(context.Context) error{resets.Run, hooks.Run},
+		jobs:  append([]func(context.Context) error{resets.Run, hooks.Run}, jobs...),
 		close: closeAll,
 	}, nil
 }

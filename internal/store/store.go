@@ -100,13 +100,37 @@ const (
 	// EventDown: the feed lost its connection and is reconnecting. Cached
 	// keys stay usable; an EventReset follows once it is back.
 	EventDown
+
+	// Team, user and membership events (store.Org). Team, User and Budget
+	// name the row.
+
+	// EventTeamChanged: a LiteLLM_TeamTable row changed (or was created or
+	// deleted). Drop it (Team) from caches.
+	EventTeamChanged
+	// EventTeamSpend: only the team's spend changed; Spend is the new value.
+	EventTeamSpend
+	// EventUserChanged: a LiteLLM_UserTable row changed (User).
+	EventUserChanged
+	// EventUserSpend: only the user's spend changed; Spend is the new value.
+	EventUserSpend
+	// EventMemberChanged: the (Team, User) membership changed.
+	EventMemberChanged
+	// EventMemberSpend: only the membership's spend changed.
+	EventMemberSpend
+	// EventBudgetChanged: a LiteLLM_BudgetTable row changed (Budget); any
+	// membership pointing at it may have new limits.
+	EventBudgetChanged
 )
 
 // Event is one change-feed event.
 type Event struct {
 	Kind  EventKind
 	Token string  // the key's hash (EventChanged, EventSpend)
-	Spend float64 // the new spend (EventSpend)
+	Spend float64 // the new spend (EventSpend, EventTeamSpend, EventUserSpend, EventMemberSpend)
+
+	Team   string // team_id (EventTeam*, EventMember*)
+	User   string // user_id (EventUser*, EventMember*)
+	Budget string // budget_id (EventBudgetChanged)
 }
 
 // Sort columns List accepts (the whitelist: anything else is rejected).

@@ -257,6 +257,9 @@ type payload struct {
 // decode turns a notification payload into events. Anything it cannot read
 // becomes EventReset: purging everything is always safe.
 func (f *feed) decode(raw string) []store.Event {
+	if evs, ok := decodeOrg(raw); ok {
+		return evs
+	}
 	var p payload
 	if err := json.Unmarshal([]byte(raw), &p); err != nil || p.Token == "" {
 		f.log.Warn("postgres: unreadable change-feed payload; resetting caches", "len", len(raw), "err", err)

@@ -110,8 +110,8 @@ func TestOpenConcurrentMigrations(t *testing.T) {
 	if err := c.QueryRow(t.Context(), `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'sidecar_%' AND NOT tgisinternal`).Scan(&triggers); err != nil {
 		t.Fatal(err)
 	}
-	if triggers != 2 {
-		t.Errorf("%d sidecar triggers, want 2", triggers)
+	if triggers != 6 { // two key tables (0002) and four team/user tables (0011)
+		t.Errorf("%d sidecar triggers, want 6", triggers)
 	}
 	// Reopening applies nothing new and works.
 	s := open(t, url)
@@ -552,4 +552,14 @@ func TestOpenOnMinimalKeyTable(t *testing.T) {
 	if err != nil || res.Total != 1 {
 		t.Errorf("List = %+v, %v", res, err)
 	}
+}
+
+func TestOrgConformance(t *testing.T) {
+	storetest.RunOrg(t, func(t *testing.T) storetest.OrgStore {
+		s, err := Open(t.Context(), Config{URL: pgtest.URL(t)})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	})
 }
