@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -45,5 +46,41 @@ func TestSidecarWithLiteLLMConfig(t *testing.T) {
 		if !strings.Contains(logs, s) {
 			t.Errorf("the ignored line does not name %s", s)
 		}
+	}
+}
+
+// The running sidecar applies LiteLLM's roles through the user table: an
+// internal_user's key manages its own keys and nobody else's.
+func TestSidecarInternalUserManagesOwnKeys(t *testing.T) {
+	r := start(t, "--master-key", "sk-master-roles")
+	call := func(auth, path, body string) (int, map[string]any) {
+		req, _ := http.NewRequest("POST", r.http+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+auth)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&m)
+		return res.StatusCode, m
+	}
+	code, out := call("sk-master-roles", "/user/new", `{"user_id": "alice", "user_role": "internal_user"}`)
+	key, _ := out["key"].(string)
+	if code != 200 || key == "" {
+		t.Fatalf("/user/new: %d %v", code, out)
+	}
+	if code, out := call(key, "/key/generate", `{"user_id": "alice"}`); code != 200 {
+		t.Errorf("own key: %d %v", code, out)
+	}
+	code, out = call(key, "/key/generate", `{"user_id": "bob"}`)
+	if e, _ := out["error"].(map[string]any); code != 403 || e["message"] != "User can only create keys for themselves. Got user_id=bob, Your ID=alice" {
+		t.Errorf("another user's key: %d %v", code, out)
+	}
+	_, out = call("sk-master-roles", "/key/generate", `{"user_id": "bob"}`)
+	bobKey, _ := out["key"].(string)
+	if code, out := call(key, "/key/delete", `{"keys": ["`+bobKey+`"]}`); code != 403 {
+		t.Errorf("delete bob's key: %d %v", code, out)
 	}
 }

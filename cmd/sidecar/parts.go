@@ -93,7 +93,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	api, err := mgmt.New(mgmt.Config{
 		Events: hooks,
 		Store:  st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes,
-		KeyGeneration: keyGen,
+		KeyGeneration: keyGen, Directory: directory(st),
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
 		Invalidate: kc.Invalidate, OrgChanged: org.changed(),
@@ -132,4 +132,13 @@ func decisionLog(cfg *Config, log *slog.Logger) authz.DecisionLog {
 		return authz.DecisionLog{Logger: log.With("component", "decisions"), AllowSample: cfg.DecisionLogSample}
 	}
 	return authz.DecisionLog{}
+}
+
+// directory gives the management API the user and team rows behind callers
+// and keys (LiteLLM's roles and permissions) when the store has them.
+func directory(st store.Store) mgmt.Directory {
+	if o, ok := st.(mgmt.UserTeamReader); ok {
+		return mgmt.OrgDirectory{Org: o}
+	}
+	return nil
 }
