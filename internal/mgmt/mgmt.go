@@ -8,7 +8,9 @@
 // store.Org, plus the OpenAPI document that describes it (/openapi.json).
 //
 // Every error answers in LiteLLM's envelope (internal/apierr). The master key
-// may call everything; a virtual key may read its own key (GET /key/info) and
+// may call everything. With a Directory (users and teams), LiteLLM's roles
+// and permissions apply to other callers (internal/access; roles.go);
+// without one a virtual key may only read its own key (GET /key/info) and
 // call POST /key/health. Every successful mutation appends an audit row and
 // calls Config.Invalidate for each affected hash so this replica's cache drops
 // the key at once; other replicas learn through the store's change feed.
