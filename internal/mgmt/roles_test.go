@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/virtualkeys/sidecar/internal/access"
+	"github.com/virtualkeys/sidecar/internal/keygen"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
 )
 
@@ -249,6 +250,49 @@ func TestRoleMessages(t *testing.T) {
 		// the stranger's key is untouched by the refused delete
 		if r := e.call("GET", "/key/info?key="+url.QueryEscape(stranger), master, ""); r.status != 200 {
 			t.Errorf("refused delete removed the key: %d", r.status)
+		}
+	})
+}
+
+// key_generation_settings narrow who generates and manages keys, over HTTP.
+func TestKeyGenerationSettingsWithRoles(t *testing.T) {
+	settings := &keygen.Settings{KeyGeneration: &keygen.KeyGenerationSettings{
+		Team:     &keygen.TeamKeyGeneration{AllowedTeamMemberRoles: []string{"admin"}},
+		Personal: &keygen.PersonalKeyGeneration{AllowedUserRoles: []string{"proxy_admin"}},
+	}}
+	each(t, func(t *testing.T, open opener) {
+		e := newEnv(t, open(t), func(c *mgmt.Config) { c.Directory = testDirectory; c.KeyGeneration = settings })
+		tu, _, _ := e.generate(`{"user_id": "tu", "team_id": "t1"}`)
+		ta, _, _ := e.generate(`{"user_id": "ta", "team_id": "t1"}`)
+		iu, _, _ := e.generate(`{"user_id": "iu"}`)
+		teamKey, _, _ := e.generate(`{"team_id": "t1"}`)
+		tests := []struct {
+			name, auth, path, body string
+			status                 int
+			msg                    string
+		}{
+			{"team user may not generate a team key", tu, "/key/generate", `{"team_id": "t1"}`, 400, "Team member role user not in allowed_team_member_roles=['admin']"},
+			{"team admin may", ta, "/key/generate", `{"team_id": "t1"}`, 200, ""},
+			{"team user may not delete a team key", tu, "/key/delete", fmt.Sprintf(`{"keys": [%q]}`, teamKey), 400, "Team member role user not in allowed_team_member_roles=['admin']"},
+			{"personal keys restricted to proxy admins", iu, "/key/generate", `{}`, 400, "Personal key creation has been restricted by admin. Allowed roles=['proxy_admin']. Your role=internal_user"},
+			{"team key for an unknown team", ta, "/key/generate", `{"team_id": "nope"}`, 400, "Unable to find team object in database. Team ID: nope"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				e := e.T(t)
+				r := e.call("POST", tt.path, tt.auth, tt.body)
+				if r.status != tt.status {
+					t.Fatalf("status %d, want %d: %s", r.status, tt.status, r.body)
+				}
+				if tt.status == 200 {
+					k, _ := r.obj(t)["key"].(string)
+					e.sawRaw(k)
+					return
+				}
+				if _, msg, _, _ := r.errBody(t); msg != tt.msg {
+					t.Errorf("got %q\nwant %q", msg, tt.msg)
+				}
+			})
 		}
 	})
 }
