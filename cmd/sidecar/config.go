@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/virtualkeys/sidecar/internal/litellmconfig"
 	"github.com/virtualkeys/sidecar/internal/pricing"
 	"github.com/virtualkeys/sidecar/internal/pybool"
 
@@ -88,7 +89,13 @@ type Config struct {
 	// IdentityHeaderPrefix prefixes the identity headers set on allow.
 	IdentityHeaderPrefix string
 	// AccessGroupsFile is a JSON file {"group": ["model", ...]}; empty = none.
+	// Its groups are merged with those of ConfigFile's model_list.
 	AccessGroupsFile string
+	// ConfigFile is an operator's LiteLLM config.yaml; empty = none. Flags
+	// and environment variables override what it sets.
+	ConfigFile string
+	// LiteLLM is what parseConfig read from ConfigFile; nil when none.
+	LiteLLM *litellmconfig.Config
 	// MaxBodyBytes caps management request bodies and the gRPC message size.
 	MaxBodyBytes int64
 	// TrustForwarded makes the HTTP authz mode read the original method and
@@ -272,6 +279,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 
 	var logLevel, tokenType string
 	var cacheMax, cacheLoads, unknownRate, window int64
+	str(&c.ConfigFile, "config", "", "LiteLLM config.yaml to read master_key, database_url, key-generation settings, model access groups and prices from (flags and environment override it; see docs/config.md)", "SIDECAR_CONFIG")
 	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; required with --database-url; with the embedded store generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
 	str(&c.DatabaseURL, "database-url", "", "postgres:// URL of the key database; empty = embedded store in the data dir", "DATABASE_URL")
 	str(&c.FeedDatabaseURL, "feed-database-url", "", "postgres:// URL the change-feed listener uses (LISTEN needs a session: set a direct URL when --database-url goes through PgBouncer transaction pooling); empty = --database-url", "SIDECAR_FEED_DATABASE_URL")
@@ -352,6 +360,21 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 
 	errs := envErrs
+	if c.ConfigFile != "" {
+		lc, err := litellmconfig.Load(c.ConfigFile, getenv)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--config: %w", err))
+		} else {
+			c.LiteLLM = lc
+			// config.yaml sits below flags and environment variables.
+			if c.MasterKey == "" {
+				c.MasterKey = lc.MasterKey
+			}
+			if c.DatabaseURL == "" {
+				c.DatabaseURL = lc.DatabaseURL
+			}
+		}
+	}
 	switch c.DecisionLog {
 	case "off", "deny", "all":
 	default:

@@ -336,3 +336,59 @@ func TestLogDurationsAreReadable(t *testing.T) {
 		}
 	}
 }
+
+// --config reads LiteLLM's config.yaml below flags and environment variables.
+func TestParseConfigLiteLLMConfig(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.yaml")
+	doc := "general_settings:\n  master_key: os.environ/MY_KEY\n  database_url: postgres://u@cfg:5432/x\n  alerting: [slack]\n" +
+		"model_list:\n- model_name: gpt-4o\n  model_info: {access_groups: [g]}\n"
+	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		args        []string
+		env         map[string]string
+		wantKey, db string
+	}{
+		{"from the file", []string{"--config", p}, map[string]string{"MY_KEY": "sk-cfg"}, "sk-cfg", "postgres://u@cfg:5432/x"},
+		{"from SIDECAR_CONFIG", nil, map[string]string{"SIDECAR_CONFIG": p, "MY_KEY": "sk-cfg"}, "sk-cfg", "postgres://u@cfg:5432/x"},
+		{"environment overrides the file", []string{"--config", p}, map[string]string{"MY_KEY": "sk-cfg", "LITELLM_MASTER_KEY": "sk-env", "DATABASE_URL": "postgres://u@env:5432/x"}, "sk-env", "postgres://u@env:5432/x"},
+		{"flags override the file", []string{"--config", p, "--master-key", "sk-flag", "--database-url", "postgres://u@flag:5432/x"}, map[string]string{"MY_KEY": "sk-cfg"}, "sk-flag", "postgres://u@flag:5432/x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, envOf(tt.env), &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.MasterKey != tt.wantKey || c.DatabaseURL != tt.db {
+				t.Errorf("master key %q database %q", c.MasterKey, c.DatabaseURL)
+			}
+			if c.LiteLLM == nil || !reflect.DeepEqual(c.LiteLLM.AccessGroups["g"], []string{"gpt-4o"}) ||
+				!reflect.DeepEqual(c.LiteLLM.Ignored, []string{"general_settings.alerting"}) {
+				t.Errorf("litellm config %+v", c.LiteLLM)
+			}
+		})
+	}
+	for _, bad := range []struct{ name, doc, want string }{
+		{"unset env reference", "general_settings: {master_key: os.environ/UNSET}\n", "--config: litellm config"},
+		{"not YAML", "a: [", "not YAML"},
+		{"database_url not postgres", "general_settings: {database_url: mysql://x}\n", "--database-url: scheme"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			q := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(q, []byte(bad.doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := parseConfig([]string{"--config", q}, envOf(nil), &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), bad.want) {
+				t.Fatalf("got %v, want %q", err, bad.want)
+			}
+		})
+	}
+	if _, err := parseConfig([]string{"--config", filepath.Join(dir, "missing.yaml")}, envOf(nil), &bytes.Buffer{}); err == nil {
+		t.Error("a missing --config file must be an error")
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/extproc"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
+	"github.com/virtualkeys/sidecar/internal/keygen"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
 	"github.com/virtualkeys/sidecar/internal/pricing"
 	"github.com/virtualkeys/sidecar/internal/ratelimit"
@@ -44,6 +45,11 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	groups, err := loadAccessGroups(cfg.AccessGroupsFile)
 	if err != nil {
 		return nil, err
+	}
+	var keyGen *keygen.Settings
+	if cfg.LiteLLM != nil {
+		groups = mergeAccessGroups(groups, cfg.LiteLLM.AccessGroups)
+		keyGen = &cfg.LiteLLM.KeyGeneration
 	}
 	kc, err := cache.New(cache.Config{
 		Loader: st, Lister: st, MaxKeys: cfg.CacheMaxKeys, NegativeTTL: cfg.NegativeTTL, SafetyTTL: cfg.CacheTTL,
@@ -110,6 +116,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	api, err := mgmt.New(mgmt.Config{
 		Events: hooks,
 		Store:  st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes, RequestTimeout: cfg.MgmtTimeout,
+		KeyGeneration: keyGen, Directory: directory(st),
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
 		Invalidate: kc.Invalidate, OrgChanged: org.changed(),
@@ -262,4 +269,13 @@ func (a limiterEnds) Finish(ctx context.Context, s extproc.Subject, u extproc.Us
 
 func (a limiterEnds) Release(ctx context.Context, s extproc.Subject) {
 	a.l.Release(ctx, ratelimit.Subject(s))
+}
+
+// directory gives the management API the user and team rows behind callers
+// and keys (LiteLLM's roles and permissions) when the store has them.
+func directory(st store.Store) mgmt.Directory {
+	if o, ok := st.(mgmt.UserTeamReader); ok {
+		return mgmt.OrgDirectory{Org: o}
+	}
+	return nil
 }

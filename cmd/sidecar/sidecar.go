@@ -60,6 +60,11 @@ type sidecar struct {
 func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar, err error) {
 	s := &sidecar{cfg: cfg, reg: prometheus.NewRegistry()}
 	s.log = newLogger(cfg, stderr)
+	if lc := cfg.LiteLLM; lc != nil && len(lc.Ignored) > 0 {
+		// One line for everything config.yaml sets that the sidecar does
+		// not use, so an operator sees it once, not once per setting.
+		s.log.Info("litellm config: settings ignored", slog.String("file", cfg.ConfigFile), slog.Any("ignored", lc.Ignored))
+	}
 	var closers []func()
 	defer func() {
 		if err != nil {
