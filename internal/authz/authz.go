@@ -80,8 +80,15 @@ type Config struct {
 	AccessGroups keys.AccessGroups
 	// KeyHeader, when set, is the only header the key is read from.
 	KeyHeader string
-	// ModelHeader, when set, names the model when body and path do not.
+	// ModelHeader, when set, names a header that carries a model; like
+	// every other carrier, its value must be allowed.
 	ModelHeader string
+	// ResolveAliases lets a key's aliases grant access to the alias name
+	// (an alias is allowed when its target is). Set it only when something
+	// downstream resolves aliases (a LiteLLM proxy or router): otherwise the
+	// provider serves the requested name itself. false (the default) means
+	// the requested name itself must be allowed.
+	ResolveAliases bool
 	// IdentityHeaderPrefix prefixes the identity headers ("" = DefaultIdentityPrefix).
 	IdentityHeaderPrefix string
 	// Now is the clock. nil means time.Now.
@@ -148,6 +155,8 @@ type Authorizer struct {
 	groups      keys.AccessGroups
 	keyHeader   string
 	modelHeader string
+	aliases     bool // Config.ResolveAliases
+	removes     *removeTable
 	prefix      string
 	now         func() time.Time
 	log         *slog.Logger
@@ -172,7 +181,9 @@ func New(cfg Config) (*Authorizer, error) {
 		cache: cfg.Cache, master: sha256.Sum256([]byte(cfg.MasterKey)), groups: cfg.AccessGroups,
 		keyHeader: strings.ToLower(cfg.KeyHeader), modelHeader: strings.ToLower(cfg.ModelHeader),
 		prefix: strings.ToLower(cfg.IdentityHeaderPrefix), now: cfg.Now, log: cfg.Logger,
+		aliases: cfg.ResolveAliases,
 	}
+	a.removes = newRemoveTable(a.keyHeader)
 	if a.prefix == "" {
 		a.prefix = DefaultIdentityPrefix
 	}
@@ -268,13 +279,9 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	if cred.key == "" {
 		return deny(ReasonNoCredential, errNoKey)
 	}
-	var remove, removeQ []string
-	if cred.fromQuery {
-		removeQ = removeQueryKey
-	} else if l, ok := removeLists[cred.from]; ok {
-		remove = l
-	} else {
-		remove = []string{cred.from}
+	remove, removeQ, qerr := a.credentialsCarried(r)
+	if qerr != nil {
+		return deny(ReasonMalformed, qerr)
 	}
 	hash := sha256.Sum256([]byte(cred.key))
 	if subtle.ConstantTimeCompare(hash[:], a.master[:]) == 1 {
@@ -299,12 +306,9 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	if e.Blocked {
 		return deny(ReasonBlocked, errBlocked)
 	}
-	m := a.requestModels(r)
-	for _, name := range m.names {
-		if !keys.ModelAllowed(e.Key.Models, e.Key.Aliases, a.groups, name) {
-			return deny(ReasonModelDenied, apierr.New(http.StatusUnauthorized, apierr.TypeKeyModelAccessDenied, "model",
-				"key not allowed to access model. This key can only access models="+pyList(e.Key.Models)+". Tried to access "+name))
-		}
+	m, merr := a.checkModels(r, e)
+	if merr != nil {
+		return deny(ReasonModelDenied, merr)
 	}
 	if !e.Expires.IsZero() && e.Expires.Before(now) {
 		return deny(ReasonExpired, apierr.New(http.StatusUnauthorized, apierr.TypeExpiredKey, "sk-..."+last(e.Key.Token, 4),

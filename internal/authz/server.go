@@ -146,6 +146,9 @@ func header(k, v string) *corev3.HeaderValueOption {
 // marshal concurrently, so a key's responses are built once and shared,
 // kept on its cache entry (copy-on-write, lock-free reads).
 func (s *Server) allow(d *Decision) *authv3.CheckResponse {
+	if len(d.RemoveHeaders) > 1 {
+		return s.build(d) // several credentials (rare): the memo key could not tell them apart
+	}
 	k := allowKey{model: d.Model}
 	if len(d.RemoveHeaders) == 1 {
 		k.from = d.RemoveHeaders[0]
