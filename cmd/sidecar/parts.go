@@ -47,7 +47,8 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	a, err := authz.New(authz.Config{
 		Cache: kc, MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
-		Registerer: reg, Logger: log.With("component", "authz"),
+		ResolveAliases: cfg.ModelAliasesResolved,
+		Registerer:     reg, Logger: log.With("component", "authz"),
 	})
 	if err != nil {
 		closeAll()

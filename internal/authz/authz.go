@@ -6,8 +6,8 @@
 // The checks run in LiteLLM's order, each with its exact denial (status,
 // type, param, message): no credential; malformed Authorization; the
 // master key (allowed); not a virtual key; unknown key; blocked; model not
-// allowed; expired; over budget. On allow the credential header(s) are
-// removed, so the virtual key never reaches the provider, and the key's
+// allowed; expired; over budget. On allow every credential header is
+// removed, so no virtual key reaches the provider, and the key's
 // identity is passed upstream as headers and dynamic metadata.
 //
 // Fail closed: a store that cannot answer for an uncached key, or a
@@ -25,13 +25,30 @@
 //     datetime: "2025-05-14 10:30:00+00:00", with ".123000" microseconds
 //     when non-zero. Budget numbers print as Python's str(float): "10.0",
 //     "0.30000000000000004", "1e+16".
-//   - The model is read from a possibly truncated body (Envoy's
-//     allow_partial_message) by a scanner that only looks at top-level
-//     members. A "model" that is complete before the cut is checked; one cut
-//     off is not found, and then the model check is skipped, as for a
-//     request that names no model. Size Envoy's max_request_bytes so that
-//     real bodies arrive whole. A body that repeats "model" must have every
-//     occurrence allowed.
+//   - Every place a provider or router reads a model from must name an
+//     allowed model, all of them (model.go, scanner.go): the body's top-level
+//     "model" under every spelling a parser binds (JSON escapes decoded;
+//     Unicode case folding, as Go's encoding/json binds struct fields) and
+//     every occurrence (parsers keep the last), "target_model_names",
+//     "fallbacks", multipart "model" fields, the Azure/OpenAI-engines/Gemini/
+//     Vertex/Bedrock path segments (percent-decoded), ?model= and the model
+//     header. A non-string "model" is denied, as LiteLLM does.
+//   - A key with a model restriction is denied when the model cannot be
+//     known: a body cut before its end (x-envoy-auth-partial-body, a body
+//     shorter than Content-Length, JSON that never closes) even if an
+//     allowed model came before the cut (a repeated "model" could follow
+//     it); a body that is not one JSON object; an unreadable multipart
+//     body; "." or ".." path segments or an encoded '/' or '\' in a model
+//     segment; a POST to a route whose model travels in the body that names
+//     none (the HTTP mode behind nginx or Caddy gets no body). Each message
+//     says what to change. Keys allowed every model are unaffected.
+//   - A key's aliases grant access to the alias name only with
+//     Config.ResolveAliases: without something downstream that resolves
+//     them, the provider serves the name asked for.
+//   - On allow every credential header the request carried is removed, and
+//     ?key= when present, not only the one the key was read from; a
+//     percent-encoded "key" parameter (which removal by name would miss) is
+//     denied.
 //   - A key found through a rotated-out token in its grace period is allowed
 //     until the grace ends and is reported with the active key's hash. After
 //     that it is denied as unknown.
