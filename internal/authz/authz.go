@@ -302,7 +302,8 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	}
 	hash := sha256.Sum256([]byte(cred.key))
 	if subtle.ConstantTimeCompare(hash[:], a.master[:]) == 1 {
-		m := a.requestModels(r)
+		var m models
+		a.requestModels(r, &m)
 		return Decision{Allowed: true, Reason: ReasonMasterKey, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ}
 	}
 	if !strings.HasPrefix(cred.key, keys.Prefix) {
@@ -323,8 +324,8 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	if e.Blocked {
 		return deny(ReasonBlocked, errBlocked)
 	}
-	m, merr := a.checkModels(r, e)
-	if merr != nil {
+	var m models
+	if merr := a.checkModels(r, e, &m); merr != nil {
 		return deny(ReasonModelDenied, merr)
 	}
 	if !e.Expires.IsZero() && e.Expires.Before(now) {

@@ -69,22 +69,23 @@ func (m *models) fail(why unknownModel) {
 // (?model=) and the configured model header. All of them must be allowed.
 // The primary is the last body "model", else the first target name, else
 // the first name found elsewhere.
-func (a *Authorizer) requestModels(r *Request) models {
-	var m models
+//
+// m is the caller's (on its stack: the Check does not allocate for it).
+func (a *Authorizer) requestModels(r *Request, m *models) {
 	path, query, _ := strings.Cut(r.Path, "?")
 	ct := r.header("content-type")
 	if isMultipart(ct) {
-		multipartModels(r.Body, ct, &m)
+		multipartModels(r.Body, ct, m)
 	} else if len(r.Body) > 0 {
-		bodyModels(r.Body, &m)
+		bodyModels(r.Body, m)
 	}
 	if m.unknown == modelKnown && (r.Truncated || r.header("x-envoy-auth-partial-body") == "true" || cutShort(r)) {
 		m.fail(bodyTruncated)
 	}
 	bodyNames := len(m.names)
-	pathModels(path, &m)
+	pathModels(path, m)
 	if query != "" {
-		queryModels(query, &m)
+		queryModels(query, m)
 	}
 	if a.modelHeader != "" {
 		m.add(r.header(a.modelHeader))
@@ -99,7 +100,6 @@ func (a *Authorizer) requestModels(r *Request) models {
 	if m.primary == "" && len(m.names) > 0 {
 		m.primary = m.names[0]
 	}
-	return m
 }
 
 // cutShort reports a body shorter than its Content-Length: Envoy sent only
@@ -136,29 +136,29 @@ var bodyModelSuffixes = []string{
 // allowed, and a key with a model restriction is denied when the model
 // cannot be known. Aliases count only when something downstream resolves
 // them (Config.ResolveAliases).
-func (a *Authorizer) checkModels(r *Request, e *cache.Entry) (models, *apierr.Error) {
-	m := a.requestModels(r)
+func (a *Authorizer) checkModels(r *Request, e *cache.Entry, m *models) *apierr.Error {
+	a.requestModels(r, m)
 	allowed := e.Key.Models
 	if keys.AllowsAll(allowed, a.groups) {
-		return m, nil
+		return nil
 	}
 	var aliases map[string]any
 	if a.aliases {
 		aliases = e.Key.Aliases
 	}
 	if m.nonString != "" {
-		return m, modelDenied(allowed, m.nonString)
+		return modelDenied(allowed, m.nonString)
 	}
 	for _, name := range m.names {
 		if !keys.ModelAllowed(allowed, aliases, a.groups, name) {
-			return m, modelDenied(allowed, name)
+			return modelDenied(allowed, name)
 		}
 	}
 	if m.unknown != modelKnown {
-		return m, apierr.New(http.StatusUnauthorized, apierr.TypeKeyModelAccessDenied, "model",
+		return apierr.New(http.StatusUnauthorized, apierr.TypeKeyModelAccessDenied, "model",
 			"key not allowed to access model. This key can only access models="+pyList(allowed)+", and "+unknownText[m.unknown])
 	}
-	return m, nil
+	return nil
 }
 
 func modelDenied(allowed []string, name string) *apierr.Error {
