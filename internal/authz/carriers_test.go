@@ -52,7 +52,7 @@ const (
 	notObjMsg    = "the request body is not one JSON object in UTF-8"
 	noBodyMsg    = "this route carries its model in the request body, which did not reach the authorization check. Send the body"
 	multipartMsg = "the multipart/form-data body cannot be read whole"
-	slashMsg     = "a model in the request path is percent-encoded into a '/'"
+	slashMsg     = "the request path hides where its model is (a percent-encoded '/'"
 	dotMsg       = "the request path has '.' or '..' segments"
 )
 

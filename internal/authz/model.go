@@ -25,7 +25,7 @@ const (
 	bodyNotObject                 // a JSON route's body is not one JSON object
 	bodyNotSent                   // a body-model route arrived without its body
 	bodyBadMultipart              // a multipart body that cannot be read whole
-	pathEncodedSlash              // a model path segment hides a '/' or '\' or is malformed
+	pathEncodedSlash              // the path hides a '/' or '\' in a segment, has a '#', or is malformed
 	pathDotSegment                // the path has "." or ".." segments
 	modelNotNamed                 // a body-model route whose body names no model
 	numUnknownReasons
@@ -176,8 +176,8 @@ var unknownText = [numUnknownReasons]string{
 		"Send the body to the check (Envoy ext_authz with_request_body), or name the model in the path or in the model header (--model-header).",
 	bodyBadMultipart: "the multipart/form-data body cannot be read whole (cut short, malformed, or an encoded \"model\" field), so its model cannot be checked. " +
 		"Send a complete body with a plain \"model\" field, and raise max_request_bytes if it is large.",
-	pathEncodedSlash: "a model in the request path is percent-encoded into a '/', '\\' or an invalid escape, so the model the provider reads cannot be known. " +
-		"Send the model name unencoded (Envoy: path_with_escaped_slashes_action).",
+	pathEncodedSlash: "the request path hides where its model is (a percent-encoded '/' or '\\', an invalid escape, a '\\' in a model, or a '#'), so the model the provider reads cannot be known. " +
+		"Send the path unencoded (Envoy: path_with_escaped_slashes_action).",
 	pathDotSegment: "the request path has '.' or '..' segments, so the model the provider reads cannot be known. " +
 		"Send a normalized path (Envoy: normalize_path).",
 	modelNotNamed: "the request names no model. Name an allowed model in the body's \"model\".",
@@ -189,14 +189,28 @@ var unknownText = [numUnknownReasons]string{
 // segments are skipped (as merge_slashes does); every carrier found counts.
 // It walks the path without allocating.
 func pathModels(path string, m *models) {
-	var prev2, prev string // the two segments before seg
+	if strings.IndexByte(path, '#') >= 0 {
+		m.fail(pathEncodedSlash) // servers differ on where a raw '#' ends the path
+	}
+	var prev2, prev string // the two segments before seg, decoded
 	for path != "" {
 		var seg string
 		seg, path, _ = strings.Cut(path, "/")
 		if seg == "" {
 			continue
 		}
-		if isDotSegment(seg) {
+		if strings.IndexByte(seg, '%') >= 0 {
+			// A server that decodes before routing sees the decoded
+			// segment: deploym%65nts is deployments. A decoded '/' or '\'
+			// moves segments around: the model cannot be known.
+			u, err := url.PathUnescape(seg)
+			if err != nil || strings.ContainsAny(u, `/\`) {
+				m.fail(pathEncodedSlash)
+				return
+			}
+			seg = u
+		}
+		if seg == "." || seg == ".." {
 			m.fail(pathDotSegment)
 		}
 		switch {
@@ -211,18 +225,10 @@ func pathModels(path string, m *models) {
 	}
 }
 
-// pathAdd decodes one model segment and records it; with method, a
+// pathAdd records one (decoded) model segment; with method, a
 // trailing ":generateContent" (a Gemini/Vertex method) is not part of the
 // model.
 func pathAdd(seg string, method bool, m *models) {
-	if strings.IndexByte(seg, '%') >= 0 {
-		u, err := url.PathUnescape(seg)
-		if err != nil || strings.ContainsAny(u, `/\`) {
-			m.fail(pathEncodedSlash)
-			return
-		}
-		seg = u
-	}
 	if strings.IndexByte(seg, '\\') >= 0 {
 		m.fail(pathEncodedSlash)
 		return
@@ -233,17 +239,6 @@ func pathAdd(seg string, method bool, m *models) {
 		}
 	}
 	m.add(seg)
-}
-
-func isDotSegment(s string) bool {
-	if s == "." || s == ".." {
-		return true
-	}
-	if strings.IndexByte(s, '%') < 0 || len(s) > 6 {
-		return false
-	}
-	u, err := url.PathUnescape(s)
-	return err == nil && (u == "." || u == "..")
 }
 
 var googleMethods = []string{
@@ -272,6 +267,9 @@ func bedrockVerb(s string) bool {
 // queryModels records every ?model= value (the name compared after
 // decoding, in any case).
 func queryModels(q string, m *models) {
+	if strings.IndexByte(q, '#') >= 0 {
+		m.fail(pathEncodedSlash) // servers differ on where a raw '#' ends the query
+	}
 	for q != "" {
 		var kv string
 		kv, q, _ = strings.Cut(q, "&")

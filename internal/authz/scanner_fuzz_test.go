@@ -370,6 +370,7 @@ var pathBypasses = []string{
 	"/model/anthropic.claude-3-opus-v1%3A0/invoke", "/model/x/converse", "/model/x/invoke-with-response-stream", "/model/x/converse-stream",
 	"/v1/engines/davinci/completions", "/v1/realtime?model=gpt-4o-realtime", "/OpenAI/Deployments/gpt-4-32k/x",
 	"/models/", "/openai/deployments//x", "?/models/a:b", "/v1/models/ft:gpt-4o:org:id", "/a/./b", "/openai/deployments/a%5Cb/x",
+	"/openai/deploym%65nts/gpt-4-32k/x", "/openai%2Fdeployments/gpt-4-32k/x", "/openai/deployments/gpt-4o#/../gpt-4-32k", "/v1/realtime?model=a#b",
 }
 
 // FuzzModelFromPath: the models read from a path are a superset of what a
@@ -396,7 +397,7 @@ func FuzzModelFromPath(f *testing.F) {
 		var want []string
 		segs := strings.Split(path.Clean("/"+u.Path), "/")
 		for i := 0; i+1 < len(segs); i++ {
-			s, next := strings.ToLower(segs[i]), segs[i+1]
+			s, next := asciiLower(segs[i]), segs[i+1] // routers match ASCII case-insensitively
 			switch {
 			case s == "deployments" || s == "engines":
 				want = append(want, splitNames(next)...)
@@ -424,6 +425,16 @@ func FuzzModelFromPath(f *testing.F) {
 			}
 		}
 	})
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 func FuzzCredential(f *testing.F) {
