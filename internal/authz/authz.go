@@ -324,7 +324,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	if e.Blocked {
 		return deny(ReasonBlocked, errBlocked)
 	}
-	var m models
+	var m models // on the stack
 	if merr := a.checkModels(r, e, &m); merr != nil {
 		return deny(ReasonModelDenied, merr)
 	}

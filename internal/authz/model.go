@@ -33,26 +33,43 @@ const (
 
 // models is what a request asks for: every name must be allowed.
 // primary is the model the request is for (the identity header value).
+// Names live in a fixed array (and more, past four), not a slice into it:
+// a models that pointed into itself would be moved to the heap, and the
+// Check keeps it on its stack.
 type models struct {
 	primary   string
 	small     [4]string
-	names     []string
+	n         int
+	more      []string
 	nonString string // a "model" that is not a string, as JSON text
 	unknown   unknownModel
 }
 
 // add records s, a model name or a comma-separated list of them.
 func (m *models) add(s string) {
-	if m.names == nil {
-		m.names = m.small[:0]
-	}
 	for s != "" {
 		var part string
 		part, s, _ = strings.Cut(s, ",")
 		if p := strings.TrimSpace(part); p != "" {
-			m.names = append(m.names, p)
+			if m.n < len(m.small) {
+				m.small[m.n] = p
+			} else {
+				m.more = append(m.more, p)
+			}
+			m.n++
 		}
 	}
+}
+
+// len is the number of names recorded.
+func (m *models) len() int { return m.n }
+
+// at is the i'th name recorded.
+func (m *models) at(i int) string {
+	if i < len(m.small) {
+		return m.small[i]
+	}
+	return m.more[i-len(m.small)]
 }
 
 func (m *models) fail(why unknownModel) {
@@ -82,7 +99,7 @@ func (a *Authorizer) requestModels(r *Request, m *models) {
 	if m.unknown == modelKnown && (r.Truncated || r.header("x-envoy-auth-partial-body") == "true" || cutShort(r)) {
 		m.fail(bodyTruncated)
 	}
-	bodyNames := len(m.names)
+	bodyNames := m.len()
 	pathModels(path, m)
 	if query != "" {
 		queryModels(query, m)
@@ -90,15 +107,15 @@ func (a *Authorizer) requestModels(r *Request, m *models) {
 	if a.modelHeader != "" {
 		m.add(r.header(a.modelHeader))
 	}
-	if bodyNames == 0 && len(m.names) == 0 && m.nonString == "" && (r.Method == "" || strings.EqualFold(r.Method, "POST")) && bodyModelRoute(path) {
+	if bodyNames == 0 && m.len() == 0 && m.nonString == "" && (r.Method == "" || strings.EqualFold(r.Method, "POST")) && bodyModelRoute(path) {
 		if len(r.Body) == 0 {
 			m.fail(bodyNotSent)
 		} else {
 			m.fail(modelNotNamed)
 		}
 	}
-	if m.primary == "" && len(m.names) > 0 {
-		m.primary = m.names[0]
+	if m.primary == "" && m.len() > 0 {
+		m.primary = m.at(0)
 	}
 }
 
@@ -149,7 +166,8 @@ func (a *Authorizer) checkModels(r *Request, e *cache.Entry, m *models) *apierr.
 	if m.nonString != "" {
 		return modelDenied(allowed, m.nonString)
 	}
-	for _, name := range m.names {
+	for i := range m.len() {
+		name := m.at(i)
 		if !keys.ModelAllowed(allowed, aliases, a.groups, name) {
 			return modelDenied(allowed, name)
 		}

@@ -74,16 +74,16 @@ func bodyModels(b []byte, m *models) {
 		var ok bool
 		switch {
 		case bytes.EqualFold(key, bModel):
-			n := len(m.names)
+			n := m.len()
 			ok = s.names(false, m)
-			if len(m.names) > n {
-				model = m.names[n]
+			if m.len() > n {
+				model = m.at(n)
 			}
 		case bytes.EqualFold(key, bTargets):
-			n := len(m.names)
+			n := m.len()
 			ok = s.names(false, m)
-			if len(m.names) > n && target == "" {
-				target = m.names[n]
+			if m.len() > n && target == "" {
+				target = m.at(n)
 			}
 		case bytes.EqualFold(key, bFallback):
 			ok = s.names(true, m)

@@ -73,12 +73,21 @@ func FuzzModelFromBody(f *testing.F) {
 				t.Fatalf("body %q: a decoder reads a non-string model the scanner missed", b)
 			}
 			for _, w := range want {
-				if !contains(m.names, w) {
-					t.Fatalf("body %q: model %q read by a decoder is not among the checked names %q", b, w, m.names)
+				if !contains(m.names(), w) {
+					t.Fatalf("body %q: model %q read by a decoder is not among the checked names %q", b, w, m.names())
 				}
 			}
 		}
 	})
+}
+
+// names lists the names recorded, in order.
+func (m *models) names() []string {
+	out := make([]string, m.len())
+	for i := range out {
+		out[i] = m.at(i)
+	}
+	return out
 }
 
 func contains(l []string, s string) bool {
@@ -138,7 +147,7 @@ func viewModels(v map[string]any) (names []string, nonString bool) {
 func splitNames(s string) []string {
 	var m models
 	m.add(s)
-	return m.names
+	return m.names()
 }
 
 // pyLoads is a lenient decoder standing in for Python's json.loads on
@@ -420,8 +429,8 @@ func FuzzModelFromPath(f *testing.F) {
 			}
 		}
 		for _, w := range want {
-			if !contains(m.names, w) {
-				t.Fatalf("path %q: model %q (net/url + path.Clean view) not among checked names %q", p, w, m.names)
+			if !contains(m.names(), w) {
+				t.Fatalf("path %q: model %q (net/url + path.Clean view) not among checked names %q", p, w, m.names())
 			}
 		}
 	})
