@@ -586,7 +586,7 @@ func TestFailClosed(t *testing.T) {
 		t.Fatalf("cancelled context decision = %+v", d)
 	}
 	e.loader.fail.Store(false)
-	resp, err = e.client.Check(ctx, req(chat, bearer(kLimited), "", false))
+	resp, err = e.client.Check(ctx, req(chat, bearer(kLimited), body("gpt-4o"), false))
 	if err != nil || resp.GetOkResponse() == nil {
 		t.Fatalf("after recovery: %v %v", resp, err)
 	}
