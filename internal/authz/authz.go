@@ -151,7 +151,8 @@ type Decision struct {
 	Entry *cache.Entry
 	// Model is the model the request is for ("" when none was found).
 	Model string
-	// RemoveHeaders and RemoveQuery name where the credential came in.
+	// RemoveHeaders and RemoveQuery name every credential the request
+	// carried (all are removed on allow, not only the one used).
 	RemoveHeaders []string
 	RemoveQuery   []string
 }
