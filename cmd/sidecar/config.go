@@ -83,9 +83,13 @@ type Config struct {
 	// KeyHeader, when set, is the only header the Check reads the key from,
 	// replacing LiteLLM's list.
 	KeyHeader string
-	// ModelHeader, when set, names a request header that carries the model
-	// when the body and path do not.
+	// ModelHeader, when set, names a request header that carries a model;
+	// like every model the request names, it must be allowed.
 	ModelHeader string
+	// ModelAliasesResolved lets a key's aliases grant access to the alias
+	// name, for deployments where something downstream (a LiteLLM proxy or
+	// router) resolves aliases. false: the requested name must be allowed.
+	ModelAliasesResolved bool
 	// IdentityHeaderPrefix prefixes the identity headers set on allow.
 	IdentityHeaderPrefix string
 	// AccessGroupsFile is a JSON file {"group": ["model", ...]}; empty = none.
@@ -301,7 +305,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	integer(&unknownRate, "cache-unknown-rate", 20, "keys per second not in the known-key filter that may still be looked up in the store (flood budget)", "SIDECAR_CACHE_UNKNOWN_RATE")
 	dur(&c.FeedStaleBound, "feed-stale-bound", 30*time.Second, "while the change feed is down, re-read cached keys older than this (served as cached if the store is down too)", "SIDECAR_FEED_STALE_BOUND")
 	str(&c.KeyHeader, "key-header", "", "read the key only from this header instead of LiteLLM's list", "SIDECAR_KEY_HEADER")
-	str(&c.ModelHeader, "model-header", "", "header carrying the model when the body and path do not", "SIDECAR_MODEL_HEADER")
+	str(&c.ModelHeader, "model-header", "", "header carrying a model; checked like every other place a model is named", "SIDECAR_MODEL_HEADER")
+	aliases := env("SIDECAR_MODEL_ALIASES_RESOLVED") == "true" || env("SIDECAR_MODEL_ALIASES_RESOLVED") == "1"
+	fs.BoolVar(&c.ModelAliasesResolved, "model-aliases-resolved", aliases, "a key's aliases grant access to the alias name (set only when a LiteLLM proxy or router upstream resolves aliases)"+envHelp([]string{"SIDECAR_MODEL_ALIASES_RESOLVED"}))
 	str(&c.IdentityHeaderPrefix, "identity-header-prefix", "x-litellm-", "prefix of the identity headers set upstream on allow", "SIDECAR_IDENTITY_HEADER_PREFIX")
 	str(&c.AccessGroupsFile, "access-groups-file", "", `JSON file of model access groups {"group": ["model", ...]}`, "SIDECAR_ACCESS_GROUPS_FILE")
 	integer(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "cap on management request bodies and on the request body the Check reads", "SIDECAR_MAX_BODY_BYTES")

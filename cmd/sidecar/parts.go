@@ -88,8 +88,9 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		Cache: kc, Org: org.checks(), MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
-		DecisionLog: decisionLog(cfg, log),
-		RateLimiter: limiter,
+		DecisionLog:    decisionLog(cfg, log),
+		RateLimiter:    limiter,
+		ResolveAliases: cfg.ModelAliasesResolved,
 	})
 	if err != nil {
 		closeAll()

@@ -152,6 +152,9 @@ func (s *Server) allow(d *Decision) *authv3.CheckResponse {
 	if d.Entry == nil {
 		return s.build(d)
 	}
+	if len(d.RemoveHeaders) > 1 {
+		return s.build(d) // several credentials (rare): the memo key could not tell them apart
+	}
 	k := allowKey{model: d.Model, fromQuery: len(d.RemoveQuery) > 0}
 	if len(d.RemoveHeaders) == 1 {
 		k.from = d.RemoveHeaders[0]

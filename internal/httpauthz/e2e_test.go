@@ -245,6 +245,16 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 		{"model not allowed (path)", "POST", azure("gpt-4"), map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
 		{"expired", "POST", azure("gpt-4o"), map[string]string{"Authorization": "Bearer " + expired}, 401, "expired_key"},
 		{"over budget", "POST", azure("gpt-4o"), map[string]string{"Authorization": "Bearer " + broke}, 400, "budget_exceeded"},
+		// Model carriers the HTTP mode must check (issue 8). The proxy sends
+		// no body: a body-model route names no model the check can see.
+		{"body-model route, body not sent", "POST", "/v1/chat/completions", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"Azure dot segments", "POST", "/openai/deployments/gpt-4o/../gpt-4-32k/chat/completions", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"Azure encoded slash", "POST", "/openai/deployments/gpt-4o%2F..%2Fgpt-4-32k/chat/completions", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"Gemini path", "POST", "/v1beta/models/gemini-2.5-pro:generateContent", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"Bedrock path", "POST", "/model/gpt-4-32k/converse", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"query model", "GET", "/v1/realtime?model=gpt-4-32k", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"query key cannot be stripped", "POST", "/v1beta/models/gpt-4o:generateContent?key=" + good, nil, 400, "bad_request_error"},
+		{"query key beside a header key", "POST", "/v1beta/models/gpt-4o:generateContent?key=" + good, map[string]string{"Authorization": "Bearer " + good}, 400, "bad_request_error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -329,6 +339,24 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 		// Other denials carry no retry-after.
 		if r := call(t, base, "POST", azure("gpt-4o"), nil); r.status != 401 || r.header.Get("Retry-After") != "" {
 			t.Fatalf("no key: %d %v", r.status, r.header)
+		}
+	})
+
+	// A second virtual key in another credential header never reaches the
+	// upstream either.
+	t.Run("second key in another header", func(t *testing.T) {
+		other := s.addKey(t, &keys.Key{})
+		hdr := map[string]string{"Authorization": "Bearer " + good, "X-Api-Key": other, "Api-Key": other, "X-Goog-Api-Key": other}
+		if r := call(t, base, "POST", azure("gpt-4o"), hdr); r.status != 200 {
+			t.Fatalf("got %d %s, want 200", r.status, r.body)
+		}
+		got, _, _ := s.rec.snapshot()
+		for k, v := range got {
+			for _, x := range v {
+				if strings.Contains(x, other) || strings.Contains(x, good) {
+					t.Errorf("a virtual key reached the upstream in %s", k)
+				}
+			}
 		}
 	})
 

@@ -13,8 +13,16 @@
 //     only when TrustForwarded is set: anyone who can reach the endpoint
 //     could otherwise choose the path the model is read from.
 //
+// The proxies can remove headers but not query parameters, so a request
+// carrying ?key= is denied (400) even when the key is valid: allowing it
+// would send the virtual key to the provider. nginx auth_request and
+// forward_auth send no body, so a route whose model is in the body (POST
+// /v1/chat/completions) is denied for a key with a model restriction unless
+// the path or the model header names the model (see package authz).
+//
 // Answers: allow = 200 with the identity headers,
-// x-envoy-auth-headers-to-remove naming the credential header(s) and, for
+// x-envoy-auth-headers-to-remove naming every credential header the request
+// carried and, for
 // a key with rate limits, the x-ratelimit-* headers; deny = the LiteLLM
 // status (401, 400, 429) with the JSON error, content-type
 // application/json, x-litellm-deny-reason: <error type> and, for a rate
@@ -158,12 +166,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.deny(w, r, apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "", "httpauthz: the original URI is not a valid request target"))
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxBody+1))
 	if err != nil {
 		body = nil // a broken body cannot name a model; decide without it
 	}
-	req := &authz.Request{Method: method, Path: path, Header: func(name string) string { return r.Header.Get(name) }, Body: body}
+	truncated := int64(len(body)) > h.maxBody
+	if truncated {
+		body = body[:h.maxBody]
+	}
+	req := &authz.Request{Method: method, Path: path, Header: func(name string) string { return r.Header.Get(name) }, Body: body, Truncated: truncated}
 	d := h.d.Decide(r.Context(), req)
+	if d.Allowed && len(d.RemoveQuery) > 0 {
+		// The proxies that call this endpoint can remove headers, not
+		// query parameters: allowing would send the virtual key upstream.
+		d = authz.Decision{Reason: authz.ReasonMalformed, Err: errQueryKey}
+	}
 	if !d.Allowed {
 		e := d.Err
 		if e == nil {
@@ -195,6 +212,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// errQueryKey denies a request carrying ?key=, which the HTTP mode's
+// proxies cannot strip before forwarding.
+var errQueryKey = apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "key",
+	"The request carries a key in the URL query (?key=), which this proxy cannot remove before forwarding, so it would reach the provider. "+
+		"Send the key in a header instead (x-goog-api-key or Authorization: Bearer).")
 
 // original recovers the original method and path-with-query.
 func (h *Handler) original(r *http.Request) (method, path string, ok bool) {
