@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"encoding/json"
 	"math"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
@@ -80,6 +81,13 @@ func num(v any) int64 {
 	case int:
 		if n >= 0 {
 			return int64(n)
+		}
+	case json.Number: // the stores decode JSON columns losslessly
+		if i, err := n.Int64(); err == nil {
+			return num(i)
+		}
+		if f, err := n.Float64(); err == nil {
+			return num(f)
 		}
 	}
 	return NoLimit

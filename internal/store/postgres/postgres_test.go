@@ -548,7 +548,7 @@ func TestOrgConformance(t *testing.T) {
 		}
 		// LiteLLM's schema (created by Open) has foreign keys: seed the
 		// budget and organization rows the suite names.
-		litellmtest.Seed(t, url, nil, []string{"org-1"}) // budgets are the suite's own
+		litellmtest.Seed(t, url, nil, []string{"org-1", "o1", "o", "x"}) // budgets are the suite's own
 		return s
 	})
 }
