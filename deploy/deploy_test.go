@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
 	networkingv1 "istio.io/api/networking/v1"
+	networkingv1alpha3 "istio.io/api/networking/v1alpha3"
 	securityv1 "istio.io/api/security/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -40,6 +41,7 @@ type objects struct {
 	pdbs        []*policyv1.PodDisruptionBudget
 	entries     []*networkingv1.ServiceEntry
 	policies    []*securityv1.AuthorizationPolicy
+	filters     []*networkingv1alpha3.EnvoyFilter
 }
 
 func decodeAll(t *testing.T, dir string) *objects {
@@ -118,6 +120,10 @@ func (o *objects) decode(doc []byte) error {
 	case "networking.istio.io/v1/ServiceEntry":
 		v := &networkingv1.ServiceEntry{}
 		o.entries = append(o.entries, v)
+		return decodeIstio(doc, v)
+	case "networking.istio.io/v1alpha3/EnvoyFilter":
+		v := &networkingv1alpha3.EnvoyFilter{}
+		o.filters = append(o.filters, v)
 		return decodeIstio(doc, v)
 	case "security.istio.io/v1/AuthorizationPolicy":
 		v := &securityv1.AuthorizationPolicy{}
@@ -326,6 +332,7 @@ func TestIstioManifests(t *testing.T) {
 		t.Error("the app should wait for istio-proxy (holdApplicationUntilProxyStarts)")
 	}
 	checkSidecarContainer(t, o, pod, sc)
+	checkMeteringFilter(t, o, se, d.Spec.Template.Labels["app"])
 }
 
 // meshSnippets decodes the three forms of the mesh config the repo ships

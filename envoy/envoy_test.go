@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -14,6 +15,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	credinjv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/credential_injector/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -34,6 +36,7 @@ import (
 // resolve its @type; naming one type per package here does that.
 var _ = []proto.Message{
 	&hcmv3.HttpConnectionManager{}, &headermutationv3.HeaderMutation{}, &extauthzv3.ExtAuthz{}, &routerv3.Router{}, &credinjv3.CredentialInjector{},
+	&extprocv3.ExternalProcessor{},
 	&genericv3.Generic{}, &upstreamhttpv3.HttpProtocolOptions{}, &tlsv3.UpstreamTlsContext{}, &tlsv3.Secret{},
 }
 
@@ -124,6 +127,7 @@ type parts struct {
 	hcm      *hcmv3.HttpConnectionManager
 	filters  []string
 	authz    *extauthzv3.ExtAuthz
+	extproc  *extprocv3.ExternalProcessor
 	strip    *headermutationv3.HeaderMutation
 	injector *credinjv3.CredentialInjector
 	clusters map[string]*clusterv3.Cluster
@@ -147,6 +151,8 @@ func dig(t *testing.T, b *bootstrapv3.Bootstrap) parts {
 		switch m := mustNew(t, f.GetTypedConfig()).(type) {
 		case *extauthzv3.ExtAuthz:
 			p.authz = m
+		case *extprocv3.ExternalProcessor:
+			p.extproc = m
 		case *headermutationv3.HeaderMutation:
 			p.strip = m
 		case *credinjv3.CredentialInjector:
@@ -182,10 +188,11 @@ func TestConfigsAreValidEnvoyBootstraps(t *testing.T) {
 			}
 			p := dig(t, b)
 
-			want := []string{"envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.credential_injector", "envoy.filters.http.router"}
+			want := []string{"envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.ext_proc", "envoy.filters.http.credential_injector", "envoy.filters.http.router"}
 			if !slices.Equal(p.filters, want) {
-				t.Errorf("filters = %v, want %v: client identity headers dropped, then ext_authz (strips the virtual key), credential injection, router last", p.filters, want)
+				t.Errorf("filters = %v, want %v: client identity headers dropped, then ext_authz (strips the virtual key), ext_proc metering, credential injection, router last", p.filters, want)
 			}
+			checkExtProc(t, p)
 			// A client must not be able to pass its own identity headers
 			// upstream: the sidecar only sets those the key has.
 			removed := map[string]bool{}
@@ -296,6 +303,8 @@ func TestBrokenConfigsAreRejected(t *testing.T) {
 		{"empty cluster name", "  - name: sidecar_authz\n", "  - name: \"\"\n", "Name"},
 		{"status Empty on error", "status_on_error: { code: ServiceUnavailable }", "status_on_error: { code: Empty }", "Code"},
 		{"health check without timeout", "    - timeout: 1s\n      interval: 5s\n", "    - interval: 5s\n", "Timeout"},
+		{"ext_proc message timeout out of range", "message_timeout: 0.2s", "message_timeout: 3601s", "MessageTimeout"},
+		{"ext_proc body mode out of range", "response_body_mode: STREAMED", "response_body_mode: 9", "ResponseBodyMode"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -335,5 +344,45 @@ func TestSecretFileIsAValidSDSResponse(t *testing.T) {
 	s := unpack[*tlsv3.Secret](t, resp.GetResources()[0])
 	if s.GetName() != "openai-key" || s.GetGenericSecret().GetSecret().GetInlineString() == "" {
 		t.Errorf("secret = %v, want generic secret openai-key referenced by envoy.yaml", s)
+	}
+}
+
+// checkExtProc: the metering filter talks gRPC to the sidecar over HTTP/2,
+// gets the Check's identity, answers per the documented processing mode,
+// and fails open.
+func checkExtProc(t *testing.T, p parts) {
+	t.Helper()
+	x := p.extproc
+	if x == nil {
+		t.Fatal("no ext_proc filter")
+	}
+	cl := p.clusters[x.GetGrpcService().GetEnvoyGrpc().GetClusterName()]
+	if cl == nil {
+		t.Fatalf("ext_proc cluster %q does not exist", x.GetGrpcService().GetEnvoyGrpc().GetClusterName())
+	}
+	opts := unpack[*upstreamhttpv3.HttpProtocolOptions](t, cl.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"])
+	if opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+		t.Error("ext_proc cluster is not HTTP/2: gRPC needs it")
+	}
+	if !slices.Contains(x.GetMetadataOptions().GetForwardingNamespaces().GetUntyped(), "envoy.filters.http.ext_authz") {
+		t.Error("ext_proc does not get the ext_authz dynamic metadata (metadata_options.forwarding_namespaces.untyped)")
+	}
+	if !x.GetFailureModeAllow() {
+		t.Error("metering must fail open (failure_mode_allow: true)")
+	}
+	if !x.GetAllowModeOverride() {
+		t.Error("allow_mode_override is needed for include_usage injection (request body BUFFERED on demand)")
+	}
+	m := x.GetProcessingMode()
+	if m.GetRequestHeaderMode() != extprocv3.ProcessingMode_SEND || m.GetResponseHeaderMode() != extprocv3.ProcessingMode_SEND ||
+		m.GetRequestBodyMode() != extprocv3.ProcessingMode_NONE || m.GetResponseBodyMode() != extprocv3.ProcessingMode_STREAMED ||
+		m.GetRequestTrailerMode() != extprocv3.ProcessingMode_SKIP || m.GetResponseTrailerMode() != extprocv3.ProcessingMode_SKIP {
+		t.Errorf("processing_mode = %v, want headers SEND, request body NONE, response body STREAMED, trailers SKIP", m)
+	}
+	if x.GetObservabilityMode() {
+		t.Error("observability_mode would drop the include_usage injection")
+	}
+	if d := x.GetMessageTimeout().AsDuration(); d <= 0 || d > time.Second {
+		t.Errorf("message_timeout = %v, want a bound under 1s", d)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/virtualkeys/sidecar/internal/pricing"
 	"github.com/virtualkeys/sidecar/internal/pybool"
 )
 
@@ -100,6 +101,32 @@ type Config struct {
 	// ShutdownDelay is how long the sidecar keeps serving while reporting
 	// not ready, before it starts draining (lets load balancers notice).
 	ShutdownDelay time.Duration
+
+	// Metering (ext_proc). SpendFlushInterval is how often metered spend
+	// is written to the store (and on shutdown).
+	SpendFlushInterval time.Duration
+	// SpendMaxPendingLogs bounds the spend-log rows kept while the store
+	// is down (spend itself is never dropped).
+	SpendMaxPendingLogs int
+	// PriceTable is a price file path or http(s) URL in LiteLLM's
+	// model_prices_and_context_window.json format; empty = bundled table.
+	PriceTable string
+	// PriceReloadInterval is how often PriceTable is checked; 0 = 1m for a
+	// file, 1h for a URL.
+	PriceReloadInterval time.Duration
+	// CustomPricesFile is a JSON file {"model": {"input_cost_per_token":
+	// ..., ...}} of prices on top of the table; empty = none.
+	CustomPricesFile string
+	// ModelDeployments maps Azure deployment names to the model priced,
+	// "dep=model,dep2=model2" (validated; parseDeployments reads it);
+	// empty = none.
+	ModelDeployments string
+	// UnknownModelCostPerToken is charged per token for models the table
+	// does not know; 0 = free (still counted and logged).
+	UnknownModelCostPerToken float64
+	// InjectIncludeUsage lets ext_proc add stream_options.include_usage to
+	// OpenAI streams; false = such streams are charged by estimate.
+	InjectIncludeUsage bool
 }
 
 // errHelp is returned when -h/--help was asked for; usage was printed.
@@ -253,6 +280,17 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	str(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret signing webhook deliveries (X-Sidecar-Signature); empty = unsigned", "SIDECAR_WEBHOOK_SECRET")
 	var version bool
 	fs.BoolVar(&version, "version", false, "print the version and exit")
+	var spendLogs int64
+	var unknownCost string
+	dur(&c.SpendFlushInterval, "spend-flush-interval", time.Second, "how often metered spend is flushed to the store (and on shutdown)", "SIDECAR_SPEND_FLUSH_INTERVAL")
+	integer(&spendLogs, "spend-max-pending-logs", 100000, "spend-log rows kept while the store is down (spend itself is never dropped)", "SIDECAR_SPEND_MAX_PENDING_LOGS")
+	str(&c.PriceTable, "price-table", "", "LiteLLM model_prices_and_context_window.json file or http(s) URL; empty = bundled table", "SIDECAR_PRICE_TABLE")
+	dur(&c.PriceReloadInterval, "price-reload-interval", 0, "how often --price-table is checked for changes (0 = 1m for a file, 1h for a URL)", "SIDECAR_PRICE_RELOAD_INTERVAL")
+	str(&c.CustomPricesFile, "custom-prices-file", "", `JSON {"model": {"input_cost_per_token": ..., "output_cost_per_token": ...}} priced on top of the table`, "SIDECAR_CUSTOM_PRICES_FILE")
+	str(&c.ModelDeployments, "model-deployments", "", "Azure deployment names to the model priced: dep=model,dep2=model2", "SIDECAR_MODEL_DEPLOYMENTS")
+	str(&unknownCost, "unknown-model-cost-per-token", "0", "USD per prompt/output token for models not in the price table", "SIDECAR_UNKNOWN_MODEL_COST_PER_TOKEN")
+	inject := env("SIDECAR_INJECT_INCLUDE_USAGE") != "false" && env("SIDECAR_INJECT_INCLUDE_USAGE") != "0"
+	fs.BoolVar(&c.InjectIncludeUsage, "inject-include-usage", inject, "ext_proc adds stream_options.include_usage to OpenAI streams that lack it (else they are charged by estimate)"+envHelp([]string{"SIDECAR_INJECT_INCLUDE_USAGE"}))
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -346,6 +384,25 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		if d.v < 0 || (!d.zero && d.v == 0) {
 			errs = append(errs, fmt.Errorf("%s: %s must be positive", d.flag, d.v))
 		}
+	}
+	if spendLogs < 1 || spendLogs > 1<<31 {
+		errs = append(errs, fmt.Errorf("--spend-max-pending-logs: %d is not between 1 and 2^31", spendLogs))
+	} else {
+		c.SpendMaxPendingLogs = int(spendLogs)
+	}
+	if c.SpendFlushInterval <= 0 {
+		errs = append(errs, fmt.Errorf("--spend-flush-interval: %s must be positive", c.SpendFlushInterval))
+	}
+	if c.PriceReloadInterval < 0 {
+		errs = append(errs, fmt.Errorf("--price-reload-interval: %s must not be negative", c.PriceReloadInterval))
+	}
+	if f, err := strconv.ParseFloat(unknownCost, 64); err != nil || f < 0 || f != f || f > 1 {
+		errs = append(errs, fmt.Errorf("--unknown-model-cost-per-token: %q is not a USD amount between 0 and 1", unknownCost))
+	} else {
+		c.UnknownModelCostPerToken = f
+	}
+	if _, err := parseDeployments(c.ModelDeployments); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("--max-body-bytes: %d is below the 1024-byte minimum", c.MaxBodyBytes))
@@ -488,4 +545,13 @@ func pathErr(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// parseDeployments reads --model-deployments: "dep=model,dep2=model2".
+func parseDeployments(s string) (map[string]string, error) {
+	m, err := pricing.ParseDeployments(s)
+	if err != nil {
+		return nil, fmt.Errorf("--model-deployments: %w", err)
+	}
+	return m, nil
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -12,8 +14,11 @@ import (
 	"github.com/virtualkeys/sidecar/internal/authz"
 	"github.com/virtualkeys/sidecar/internal/budget"
 	"github.com/virtualkeys/sidecar/internal/cache"
+	"github.com/virtualkeys/sidecar/internal/extproc"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
+	"github.com/virtualkeys/sidecar/internal/pricing"
+	"github.com/virtualkeys/sidecar/internal/spend"
 	"github.com/virtualkeys/sidecar/internal/store"
 	"github.com/virtualkeys/sidecar/internal/webhook"
 )
@@ -91,16 +96,25 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("budget job: %w", err)
 	}
 
+	meter, err := buildMetering(cfg, st, kc, log, reg)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+
 	check := authz.NewServer(a)
 	return &parts{
-		grpcOptions:  authz.ServerOptions(int(cfg.MaxBodyBytes)),
-		registerGRPC: check.Register,
+		grpcOptions: authz.ServerOptions(int(cfg.MaxBodyBytes)),
+		registerGRPC: func(g *grpc.Server) {
+			check.Register(g)
+			meter.server.Register(g)
+		},
 		registerHTTP: func(mux *http.ServeMux) {
 			mux.Handle(httpAuthz.Prefix(), httpAuthz)
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:  []func(context.Context) error{resets.Run, hooks.Run},
+		jobs:  []func(context.Context) error{resets.Run, hooks.Run, meter.accountant.Run, meter.prices.Run},
 		close: closeAll,
 	}, nil
 }
@@ -114,4 +128,56 @@ func decisionLog(cfg *Config, log *slog.Logger) authz.DecisionLog {
 		return authz.DecisionLog{Logger: log.With("component", "decisions"), AllowSample: cfg.DecisionLogSample}
 	}
 	return authz.DecisionLog{}
+}
+
+// metering is the ext_proc server and what it feeds.
+type metering struct {
+	server     *extproc.Server
+	accountant *spend.Accountant
+	prices     *pricing.Source
+}
+
+// buildMetering builds the price source, the spend accountant (local
+// spend in the key cache, batches to the store) and the ext_proc server.
+func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logger, reg prometheus.Registerer) (*metering, error) {
+	w, ok := st.(store.SpendWriter)
+	if !ok {
+		return nil, fmt.Errorf("metering: store %T cannot record spend", st)
+	}
+	deployments, err := parseDeployments(cfg.ModelDeployments)
+	if err != nil {
+		return nil, err
+	}
+	pcfg := pricing.Config{Location: cfg.PriceTable, Interval: cfg.PriceReloadInterval, Deployments: deployments}
+	if cfg.CustomPricesFile != "" {
+		b, err := os.ReadFile(cfg.CustomPricesFile)
+		if err != nil {
+			return nil, fmt.Errorf("--custom-prices-file: %w", err)
+		}
+		if pcfg.Custom, err = pricing.ParseCustom(b); err != nil {
+			return nil, fmt.Errorf("--custom-prices-file %s: %w", cfg.CustomPricesFile, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	prices, err := pricing.NewSource(ctx, pcfg, log.With("component", "pricing"), reg)
+	if err != nil {
+		return nil, fmt.Errorf("--price-table: %w", err)
+	}
+	acct, err := spend.New(spend.Config{
+		Writer: w, Local: kc, Interval: cfg.SpendFlushInterval, MaxPendingLogs: cfg.SpendMaxPendingLogs,
+		FlushTimeout: cfg.ShutdownTimeout, Registerer: reg, Logger: log.With("component", "spend"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv, err := extproc.New(extproc.Config{
+		Accountant: acct, Prices: prices, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
+		UnknownModelCostPerToken: cfg.UnknownModelCostPerToken, InjectIncludeUsage: cfg.InjectIncludeUsage,
+		Registerer: reg, Logger: log.With("component", "extproc"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &metering{server: srv, accountant: acct, prices: prices}, nil
 }

@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/virtualkeys/sidecar/internal/extproc"
 	"github.com/virtualkeys/sidecar/internal/store"
 	"github.com/virtualkeys/sidecar/internal/store/postgres"
 	"github.com/virtualkeys/sidecar/internal/store/sqlite"
@@ -183,6 +184,7 @@ func (s *sidecar) serve(ctx context.Context) error {
 
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(authzServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(extproc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.ready.Store(true)
 	s.log.Info("sidecar serving",
 		"grpc_addr", s.grpcLn.Addr().String(), "http_addr", s.httpLn.Addr().String(),

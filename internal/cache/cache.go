@@ -144,6 +144,7 @@ type Cache struct {
 	epoch    atomic.Uint64             // bumped by every Purge
 	graceMu  sync.Mutex
 	graceIdx map[[32]byte]map[uint64]struct{} // active hash -> presented cache keys
+	local    localSpend                       // metered spend not yet in the store (spend.go)
 
 	hits, misses, negHits, invalidations, purges, resets prometheus.Counter
 	lookups                                              prometheus.Histogram
@@ -281,6 +282,8 @@ func (c *Cache) load(ctx context.Context, hash [32]byte) (*Entry, error) {
 			return nil, fmt.Errorf("lookup %s: %w", keys.Redact(hexHash), err)
 		default:
 			e = newEntry(hash, hexHash, k, now.Add(c.ttl), epoch)
+			// Spend metered here and not yet flushed stays counted.
+			e.spend.Store(math.Float64bits(k.Spend + c.local.get(hash)))
 			if !e.GraceUntil.IsZero() { // a rotated-out token: keep it briefly
 				e.until = minTime(e.until, now.Add(c.negTTL))
 			}
@@ -438,7 +441,10 @@ func (c *Cache) SetSpend(hash string, spend float64) {
 		return
 	}
 	k := slot(&h)
-	c.dropGraced(h) // rare: reload those rather than track their spend
+	c.dropGraced(h)   // rare: reload those rather than track their spend
+	c.local.mu.Lock() // spend metered here and not yet flushed stays counted
+	defer c.local.mu.Unlock()
+	spend += c.local.m[h].pending()
 	if e, ok := c.rc.Get(k); ok && e.hash == h && !e.neg && e.epoch == c.epoch.Load() && c.now().Before(e.until) {
 		e.spend.Store(math.Float64bits(spend))
 		return

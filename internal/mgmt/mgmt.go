@@ -227,6 +227,7 @@ func (a *API) routes() []route {
 		{"/key/regenerate", http.MethodPost, adminOnly, a.regenerate},
 		{"/key/{key}/regenerate", http.MethodPost, adminOnly, a.regenerate},
 		{"/key/health", http.MethodPost, virtualOK, a.health},
+		{"/spend/logs", http.MethodGet, adminOnly, a.spendLogs},
 		{"/openapi.json", http.MethodGet, public, a.openapi},
 	}
 }

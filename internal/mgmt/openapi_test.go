@@ -7,9 +7,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
+	"github.com/virtualkeys/sidecar/internal/store"
 )
 
 // schemaChecker validates JSON values against the subset of JSON Schema our
@@ -219,6 +221,17 @@ func TestOpenAPI(t *testing.T) {
 	e.sawRaw(rg["key"].(string))
 	validate("health", "POST", "/key/health", "/key/health", master, "", 200)
 	validate("delete", "POST", "/key/delete", "/key/delete", master, `{"keys":["`+rg["token"].(string)+`"]}`, 200)
+	// spend logs: one metered row
+	sw := st.(store.SpendWriter)
+	now := time.Now().UTC()
+	if _, err := sw.ApplySpend(t.Context(), &store.SpendBatch{ID: "openapi", Logs: []store.SpendLog{{RequestID: "req-openapi",
+		CallType: "acompletion", APIKey: hash, Spend: 0.5, PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3,
+		StartTime: now, EndTime: now, Model: "gpt-4o", Status: "success"}}}); err != nil {
+		t.Fatal(err)
+	}
+	validate("spend logs", "GET", "/spend/logs", "/spend/logs?api_key="+hash+"&start_date="+now.Format("2006-01-02")+"&end_date="+now.Format("2006-01-02"), master, "", 200)
+	validate("spend logs 400", "GET", "/spend/logs", "/spend/logs?start_date=yesterday", master, "", 400)
+	validate("spend logs 401", "GET", "/spend/logs", "/spend/logs", "", "", 401)
 	// errors
 	validate("401", "POST", "/key/generate", "/key/generate", "", `{}`, 401)
 	validate("404", "GET", "/key/info", "/key/info?key="+hash, master, "", 404)
