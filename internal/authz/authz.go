@@ -93,6 +93,10 @@ type Config struct {
 	// DecisionLog is the opt-in per-request decision log (off when its
 	// Logger is nil).
 	DecisionLog DecisionLog
+	// ModelSpend is each key's spend per model_max_budget window
+	// (*modelbudget.Tracker). nil = nothing metered: every window reads 0,
+	// so only a budget_limit of 0 denies.
+	ModelSpend ModelSpend
 }
 
 // Reason names a decision, for metrics and logs.
@@ -156,6 +160,7 @@ type Authorizer struct {
 	log         *slog.Logger
 	dlog        *slog.Logger
 	dlogSample  float64
+	modelSpend  ModelSpend
 
 	decisions [numReasons]prometheus.Counter
 	latency   prometheus.Histogram
@@ -177,7 +182,10 @@ func New(cfg Config) (*Authorizer, error) {
 		cache: cfg.Cache, master: sha256.Sum256([]byte(cfg.MasterKey)), groups: cfg.AccessGroups,
 		keyHeader: strings.ToLower(cfg.KeyHeader), modelHeader: strings.ToLower(cfg.ModelHeader),
 		prefix: strings.ToLower(cfg.IdentityHeaderPrefix), now: cfg.Now, log: cfg.Logger,
-		dlog: cfg.DecisionLog.Logger, dlogSample: cfg.DecisionLog.AllowSample,
+		dlog: cfg.DecisionLog.Logger, dlogSample: cfg.DecisionLog.AllowSample, modelSpend: cfg.ModelSpend,
+	}
+	if a.modelSpend == nil {
+		a.modelSpend = noModelSpend{}
 	}
 	if a.prefix == "" {
 		a.prefix = DefaultIdentityPrefix
@@ -329,6 +337,9 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 			return deny(ReasonBudget, apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",
 				"Budget has been exceeded! Current cost: "+pyFloat(spend)+", Max budget: "+pyFloat(max)))
 		}
+	}
+	if len(e.ModelBudgets) != 0 && a.modelBudgetExceeded(e, m.primary, now) {
+		return deny(ReasonBudget, errModelBudget(e, m.primary))
 	}
 	return Decision{Allowed: true, Reason: ReasonAllowed, Entry: e, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ}
 }

@@ -42,6 +42,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/modelbudget"
 	"github.com/virtualkeys/sidecar/internal/store"
 )
 
@@ -109,6 +110,8 @@ type Entry struct {
 	MaxBudget    float64
 	TempIncrease float64
 	TempExpiry   time.Time
+	// ModelBudgets is the usable model_max_budget (nil = none).
+	ModelBudgets []modelbudget.Limit
 
 	spend atomic.Uint64 // float64 bits; SetSpend updates it in place
 	memo  atomic.Value  // for the consumer's per-key renderings
@@ -350,6 +353,7 @@ func newEntry(hash [32]byte, hexHash string, k *keys.Key, until time.Time, epoch
 			}
 		}
 	}
+	e.ModelBudgets = modelbudget.Parse(k.ModelMaxBudget)
 	e.spend.Store(math.Float64bits(k.Spend))
 	return e
 }
