@@ -13,10 +13,12 @@ import (
 
 	"github.com/virtualkeys/sidecar/internal/authz"
 	"github.com/virtualkeys/sidecar/internal/budget"
+	"github.com/virtualkeys/sidecar/internal/budgetalert"
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/extproc"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
+	"github.com/virtualkeys/sidecar/internal/modelbudget"
 	"github.com/virtualkeys/sidecar/internal/pricing"
 	"github.com/virtualkeys/sidecar/internal/spend"
 	"github.com/virtualkeys/sidecar/internal/store"
@@ -50,8 +52,11 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	detach := kc.Attach(st)
 	closeAll := func() { detach(); kc.Close() }
 
+	// model_max_budget windows, fed by this replica's metering.
+	modelSpend := modelbudget.NewTracker(kc, nil)
 	a, err := authz.New(authz.Config{
-		Cache: kc, MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
+		ModelSpend: modelSpend,
+		Cache:      kc, MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
 		DecisionLog: decisionLog(cfg, log),
@@ -96,7 +101,12 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("budget job: %w", err)
 	}
 
-	meter, err := buildMetering(cfg, st, kc, log, reg)
+	alerts, err := budgetalert.New(budgetalert.Config{Keys: kc, Sender: hooks, Registerer: reg, Logger: log.With("component", "budgetalert")})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	meter, err := buildMetering(cfg, st, kc, log, reg, modelSpend, alerts)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -139,7 +149,7 @@ type metering struct {
 
 // buildMetering builds the price source, the spend accountant (local
 // spend in the key cache, batches to the store) and the ext_proc server.
-func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logger, reg prometheus.Registerer) (*metering, error) {
+func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logger, reg prometheus.Registerer, observers ...spend.Observer) (*metering, error) {
 	w, ok := st.(store.SpendWriter)
 	if !ok {
 		return nil, fmt.Errorf("metering: store %T cannot record spend", st)
@@ -165,7 +175,7 @@ func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logge
 		return nil, fmt.Errorf("--price-table: %w", err)
 	}
 	acct, err := spend.New(spend.Config{
-		Writer: w, Local: kc, Interval: cfg.SpendFlushInterval, MaxPendingLogs: cfg.SpendMaxPendingLogs,
+		Writer: w, Local: kc, Observers: observers, Interval: cfg.SpendFlushInterval, MaxPendingLogs: cfg.SpendMaxPendingLogs,
 		FlushTimeout: cfg.ShutdownTimeout, Registerer: reg, Logger: log.With("component", "spend"),
 	})
 	if err != nil {
