@@ -96,6 +96,43 @@ func TestModelMaxBudget(t *testing.T) {
 // TestCacheHitModelBudgetAllocations: a key with model_max_budget pays no
 // more allocations on a cache hit than one without (TestCacheHitCheckAllocations).
 func TestCacheHitModelBudgetAllocations(t *testing.T) {
+	srv, c, raw, _ := modelBudgetServer(t)
+	r := benchRequest(raw)
+	if resp, _ := srv.Check(context.Background(), r); resp.GetOkResponse() == nil {
+		t.Fatal("denied")
+	}
+	c.Wait()
+	n := testing.AllocsPerRun(200, func() { srv.Check(context.Background(), r) })
+	if n > 2 {
+		t.Errorf("cache-hit Check of a key with model_max_budget allocates %v times, want <= 2", n)
+	}
+}
+
+// BenchmarkCheckModelBudget: parallel cache-hit Checks of one key without
+// model_max_budget (the floor) and one with it and a live window, in the
+// same run; compare ns/op (the window read takes no lock).
+func BenchmarkCheckModelBudget(b *testing.B) {
+	srv, c, raw, plain := modelBudgetServer(b)
+	for _, bc := range []struct{ name, key string }{{"floor-no-model-budget", plain}, {"model-budget", raw}} {
+		r := benchRequest(bc.key)
+		if resp, _ := srv.Check(context.Background(), r); resp.GetOkResponse() == nil {
+			b.Fatal("denied")
+		}
+		c.Wait()
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					srv.Check(context.Background(), r)
+				}
+			})
+		})
+	}
+}
+
+// modelBudgetServer is a Check service with a key budgeting gpt-4o (and a
+// live window) and a plain key.
+func modelBudgetServer(t testing.TB) (*authz.Server, *cache.Cache, string, string) {
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "keys.db"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -106,10 +143,14 @@ func TestCacheHitModelBudgetAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	raw := keys.Generate()
-	if err := st.Create(context.Background(), &keys.Key{Token: keys.HashHex(raw), KeyAlias: ptr("b"),
-		ModelMaxBudget: map[string]any{"gpt-4o": map[string]any{"budget_limit": 100.0, "time_period": "1d"}}}); err != nil {
-		t.Fatal(err)
+	raw, plain := keys.Generate(), keys.Generate()
+	for _, k := range []keys.Key{
+		{Token: keys.HashHex(raw), KeyAlias: ptr("b"), ModelMaxBudget: map[string]any{"gpt-4o": map[string]any{"budget_limit": 1e9, "time_period": "1d"}}},
+		{Token: keys.HashHex(plain), KeyAlias: ptr("p")},
+	} {
+		if err := st.Create(context.Background(), &k); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tr := modelbudget.NewTracker(c, nil)
 	a, err := authz.New(authz.Config{Cache: c, MasterKey: "sk-bench-master", ModelSpend: tr})
@@ -117,14 +158,10 @@ func TestCacheHitModelBudgetAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := authz.NewServer(a)
-	r := benchRequest(raw)
-	if resp, _ := srv.Check(context.Background(), r); resp.GetOkResponse() == nil {
+	if resp, _ := srv.Check(context.Background(), benchRequest(raw)); resp.GetOkResponse() == nil {
 		t.Fatal("denied")
 	}
 	c.Wait()
 	tr.Spent(&spend.Record{KeyHash: keys.HashHex(raw), Model: "gpt-4o", Cost: 1}) // a live window is read
-	n := testing.AllocsPerRun(200, func() { srv.Check(context.Background(), r) })
-	if n > 2 {
-		t.Errorf("cache-hit Check of a key with model_max_budget allocates %v times, want <= 2", n)
-	}
+	return srv, c, raw, plain
 }
