@@ -259,3 +259,37 @@ func TestShutdownFlushesSpend(t *testing.T) {
 		t.Fatalf("spend %v after shutdown, want %v", s, chatCost)
 	}
 }
+
+// TestMeteringEmbeddedStore: the default (SQLite) sidecar meters too: the
+// key's spend and /spend/logs show each request after a flush.
+func TestMeteringEmbeddedStore(t *testing.T) {
+	a := start(t, "--master-key", master, "--spend-flush-interval", "100ms")
+	ca := newChecker(t, a.grpc)
+	_, gen := admin(t, a.http, "/key/generate", map[string]any{"models": []string{"gpt-4o"}, "max_budget": 1})
+	key := gen["key"].(string)
+	for i := range 3 {
+		meter(t, a, ca, key, fmt.Sprintf("sqlite-%d", i))
+	}
+	eventually(t, "three spend-log rows", 5*time.Second, func() bool {
+		return len(spendLogs(t, a.http, "api_key="+keys.HashHex(key))) == 3
+	})
+	req, _ := http.NewRequest(http.MethodGet, a.http+"/key/info?key="+key, nil)
+	req.Header.Set("Authorization", "Bearer "+master)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var info struct {
+		Info struct {
+			Spend      float64            `json:"spend"`
+			ModelSpend map[string]float64 `json:"model_spend"`
+		} `json:"info"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		t.Fatal(err)
+	}
+	if !near(info.Info.Spend, 3*chatCost) || !near(info.Info.ModelSpend["gpt-4o"], 3*chatCost) {
+		t.Fatalf("/key/info spend %v model_spend %v, want %v", info.Info.Spend, info.Info.ModelSpend, 3*chatCost)
+	}
+}

@@ -88,7 +88,7 @@ func (c *Cache) SettleSpend(hash string, delta float64, n int, stored float64) {
 		}
 	}
 	k := slot(&h)
-	if e, ok := c.rc.Get(k); ok && e.hash == h && !e.neg && e.epoch == c.epoch.Load() && c.now().Before(e.until) {
+	if e, ok := c.rc.Get(k); ok && e.hash == h && !e.neg {
 		e.spend.Store(math.Float64bits(max(e.Spend()-delta, stored+c.local.m[h].pending())))
 	}
 	c.stripe(k).Add(1) // a load between the commit and now may have read the old row

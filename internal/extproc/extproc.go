@@ -472,6 +472,14 @@ func (s *Server) ended(_ context.Context, st *stream) {
 	if st.done {
 		return
 	}
+	// A response that ended with trailers (SKIPped, so never seen) closes
+	// the stream without end_of_stream: if its usage arrived, it completed.
+	if st.sawResponse && ok2xx(st.status) && st.x != nil {
+		if _, found := st.x.Usage(); found {
+			s.finish(st)
+			return
+		}
+	}
 	st.done = true
 	if st.sawResponse {
 		s.charge(st, true)

@@ -280,6 +280,13 @@ func TestOutcomes(t *testing.T) {
 					t.Errorf("record %+v", r)
 				}
 			}, released: true, outcome: "incomplete"},
+		{name: "ended by trailers (skipped) after usage: complete", ex: extproctest.Exchange{RequestHeaders: reqH("e7"), Metadata: md, NoEndOfStream: true,
+			ResponseHeaders: [][2]string{{":status", "200"}, {"content-type", "application/json"}}, Chunks: extproctest.Split(chat, 64)},
+			check: func(t *testing.T, r *spend.Record) {
+				if !near(r.Cost, 86*2.5e-6+1920*1.25e-6+300*1e-5) || r.Estimated {
+					t.Errorf("record %+v", r)
+				}
+			}, finish: true, outcome: "metered"},
 		{name: "master key: not charged", ex: extproctest.Exchange{RequestHeaders: reqH("e5"),
 			ResponseHeaders: [][2]string{{":status", "200"}, {"content-type", "application/json"}}, Chunks: [][]byte{chat}},
 			noRecord: true, finish: true, outcome: "anonymous"},

@@ -39,6 +39,10 @@ type Exchange struct {
 	// CutAfter, when > 0, ends the stream (client cancel) after that many
 	// response chunks.
 	CutAfter int
+	// NoEndOfStream sends the last chunk without end_of_stream and then
+	// closes the stream, as Envoy does for a response that ends with
+	// trailers the filter skips.
+	NoEndOfStream bool
 }
 
 // Result is what the server answered.
@@ -122,7 +126,7 @@ func Drive(ctx context.Context, c extprocv3.ExternalProcessorClient, ex *Exchang
 			cancel()
 			return res, nil
 		}
-		body.Body, body.EndOfStream = c, i == len(ex.Chunks)-1
+		body.Body, body.EndOfStream = c, i == len(ex.Chunks)-1 && !ex.NoEndOfStream
 		resp, err := send(req)
 		if err != nil {
 			return res, err
