@@ -67,6 +67,15 @@ type Config struct {
 	// DBStatementTimeout is Postgres's server-side statement_timeout for the
 	// pool (a statement_timeout in DatabaseURL wins).
 	DBStatementTimeout time.Duration
+	// CacheMaxLoads bounds the store lookups in flight for cache misses;
+	// a miss beyond it fails closed at once.
+	CacheMaxLoads int
+	// CacheUnknownRate is how many keys per second that the known-key filter
+	// does not have may still be looked up in the store (flood budget).
+	CacheUnknownRate int
+	// FeedStaleBound is the age past which a cached key is re-read while the
+	// change feed is down or deaf.
+	FeedStaleBound time.Duration
 	// KeyHeader, when set, is the only header the Check reads the key from,
 	// replacing LiteLLM's list.
 	KeyHeader string
@@ -243,7 +252,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 
 	var logLevel string
-	var cacheMax int64
+	var cacheMax, cacheLoads, unknownRate int64
 	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; required with --database-url; with the embedded store generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
 	str(&c.DatabaseURL, "database-url", "", "postgres:// URL of the key database; empty = embedded store in the data dir", "DATABASE_URL")
 	str(&c.FeedDatabaseURL, "feed-database-url", "", "postgres:// URL the change-feed listener uses (LISTEN needs a session: set a direct URL when --database-url goes through PgBouncer transaction pooling); empty = --database-url", "SIDECAR_FEED_DATABASE_URL")
@@ -261,6 +270,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.LookupTimeout, "lookup-timeout", 500*time.Millisecond, "bound on one store lookup made by the Check on a cache miss", "SIDECAR_LOOKUP_TIMEOUT")
 	dur(&c.MgmtTimeout, "mgmt-timeout", 10*time.Second, "bound on the store work of one management API request (503 beyond)", "SIDECAR_MGMT_TIMEOUT")
 	dur(&c.DBStatementTimeout, "db-statement-timeout", 5*time.Second, "Postgres statement_timeout of the sidecar's pool connections", "SIDECAR_DB_STATEMENT_TIMEOUT")
+	integer(&cacheLoads, "cache-max-loads", 64, "store lookups in flight for cache misses; more fail closed at once (503)", "SIDECAR_CACHE_MAX_LOADS")
+	integer(&unknownRate, "cache-unknown-rate", 20, "keys per second not in the known-key filter that may still be looked up in the store (flood budget)", "SIDECAR_CACHE_UNKNOWN_RATE")
+	dur(&c.FeedStaleBound, "feed-stale-bound", 30*time.Second, "while the change feed is down, re-read cached keys older than this (served as cached if the store is down too)", "SIDECAR_FEED_STALE_BOUND")
 	str(&c.KeyHeader, "key-header", "", "read the key only from this header instead of LiteLLM's list", "SIDECAR_KEY_HEADER")
 	str(&c.ModelHeader, "model-header", "", "header carrying the model when the body and path do not", "SIDECAR_MODEL_HEADER")
 	str(&c.IdentityHeaderPrefix, "identity-header-prefix", "x-litellm-", "prefix of the identity headers set upstream on allow", "SIDECAR_IDENTITY_HEADER_PREFIX")
@@ -271,15 +283,6 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful drain", "SIDECAR_SHUTDOWN_TIMEOUT")
 	dur(&c.ShutdownDelay, "shutdown-delay", 0, "keep serving while not ready for this long before draining", "SIDECAR_SHUTDOWN_DELAY")
 
-	boolean(&c.GRPCMetrics, "grpc-metrics", true, "grpc-go's standard Prometheus server metrics (grpc_server_*) on /metrics", "SIDECAR_GRPC_METRICS")
-	str(&c.DecisionLog, "decision-log", "off", "per-request decision log: off, deny (every denial) or all (denials plus --decision-log-sample of the allows)", "SIDECAR_DECISION_LOG")
-	sample := "0.01"
-	str(&sample, "decision-log-sample", "0.01", "fraction of allowed requests logged with --decision-log all (0 to 1)", "SIDECAR_DECISION_LOG_SAMPLE")
-	var webhookURLs string
-	str(&webhookURLs, "webhook-url", "", "comma-separated http(s) URLs that receive LiteLLM webhook events (key created/updated/regenerated/deleted/blocked/unblocked, budget alerts)", "SIDECAR_WEBHOOK_URL")
-	str(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret signing webhook deliveries (X-Sidecar-Signature); empty = unsigned", "SIDECAR_WEBHOOK_SECRET")
-	var version bool
-	fs.BoolVar(&version, "version", false, "print the version and exit")
 	var spendLogs int64
 	var unknownCost string
 	dur(&c.SpendFlushInterval, "spend-flush-interval", time.Second, "how often metered spend is flushed to the store (and on shutdown)", "SIDECAR_SPEND_FLUSH_INTERVAL")
@@ -289,8 +292,16 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	str(&c.CustomPricesFile, "custom-prices-file", "", `JSON {"model": {"input_cost_per_token": ..., "output_cost_per_token": ...}} priced on top of the table`, "SIDECAR_CUSTOM_PRICES_FILE")
 	str(&c.ModelDeployments, "model-deployments", "", "Azure deployment names to the model priced: dep=model,dep2=model2", "SIDECAR_MODEL_DEPLOYMENTS")
 	str(&unknownCost, "unknown-model-cost-per-token", "0", "USD per prompt/output token for models not in the price table", "SIDECAR_UNKNOWN_MODEL_COST_PER_TOKEN")
-	inject := env("SIDECAR_INJECT_INCLUDE_USAGE") != "false" && env("SIDECAR_INJECT_INCLUDE_USAGE") != "0"
-	fs.BoolVar(&c.InjectIncludeUsage, "inject-include-usage", inject, "ext_proc adds stream_options.include_usage to OpenAI streams that lack it (else they are charged by estimate)"+envHelp([]string{"SIDECAR_INJECT_INCLUDE_USAGE"}))
+	boolean(&c.InjectIncludeUsage, "inject-include-usage", true, "ext_proc adds stream_options.include_usage to OpenAI streams that lack it (else they are charged by estimate)", "SIDECAR_INJECT_INCLUDE_USAGE")
+	boolean(&c.GRPCMetrics, "grpc-metrics", true, "grpc-go's standard Prometheus server metrics (grpc_server_*) on /metrics", "SIDECAR_GRPC_METRICS")
+	str(&c.DecisionLog, "decision-log", "off", "per-request decision log: off, deny (every denial) or all (denials plus --decision-log-sample of the allows)", "SIDECAR_DECISION_LOG")
+	sample := "0.01"
+	str(&sample, "decision-log-sample", "0.01", "fraction of allowed requests logged with --decision-log all (0 to 1)", "SIDECAR_DECISION_LOG_SAMPLE")
+	var webhookURLs string
+	str(&webhookURLs, "webhook-url", "", "comma-separated http(s) URLs that receive LiteLLM webhook events (key created/updated/regenerated/deleted/blocked/unblocked, budget alerts)", "SIDECAR_WEBHOOK_URL")
+	str(&c.WebhookSecret, "webhook-secret", "", "HMAC-SHA256 secret signing webhook deliveries (X-Sidecar-Signature); empty = unsigned", "SIDECAR_WEBHOOK_SECRET")
+	var version bool
+	fs.BoolVar(&version, "version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -339,6 +350,17 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	} else {
 		c.CacheMaxKeys = int(cacheMax)
 	}
+	for _, n := range []struct {
+		flag string
+		v    int64
+		out  *int
+	}{{"--cache-max-loads", cacheLoads, &c.CacheMaxLoads}, {"--cache-unknown-rate", unknownRate, &c.CacheUnknownRate}} {
+		if n.v < 1 || n.v > 1<<20 {
+			errs = append(errs, fmt.Errorf("%s: %d is not between 1 and 2^20", n.flag, n.v))
+		} else {
+			*n.out = int(n.v)
+		}
+	}
 	if c.DatabaseURL != "" {
 		if err := validateDatabaseURL(c.DatabaseURL); err != nil {
 			errs = append(errs, err)
@@ -376,7 +398,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		zero bool // zero allowed
 	}{
 		{"--negative-ttl", c.NegativeTTL, false}, {"--cache-ttl", c.CacheTTL, false},
-		{"--lookup-timeout", c.LookupTimeout, false}, {"--budget-reset-interval", c.BudgetResetInterval, false},
+		{"--lookup-timeout", c.LookupTimeout, false}, {"--feed-stale-bound", c.FeedStaleBound, false}, {"--budget-reset-interval", c.BudgetResetInterval, false},
 		{"--mgmt-timeout", c.MgmtTimeout, false}, {"--db-statement-timeout", c.DBStatementTimeout, false},
 		{"--shutdown-timeout", c.ShutdownTimeout, false}, {"--shutdown-delay", c.ShutdownDelay, true},
 		{"--feed-heartbeat", c.FeedHeartbeat, false},

@@ -29,6 +29,7 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 				IdentityHeaderPrefix: "x-litellm-", MaxBodyBytes: 1 << 20, BudgetResetInterval: time.Minute, ShutdownTimeout: 15 * time.Second,
 				DecisionLog: "off", DecisionLogSample: 0.01, GRPCMetrics: true, FeedHeartbeat: 5 * time.Second,
 				MgmtTimeout: 10 * time.Second, DBStatementTimeout: 5 * time.Second,
+				CacheMaxLoads: 64, CacheUnknownRate: 20, FeedStaleBound: 30 * time.Second,
 				SpendFlushInterval: time.Second, SpendMaxPendingLogs: 100000, InjectIncludeUsage: true}
 			if !reflect.DeepEqual(*c, want) {
 				t.Errorf("got %+v\nwant %+v", *c, want)

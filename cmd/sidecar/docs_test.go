@@ -73,7 +73,8 @@ func TestAPIDocExamplesRun(t *testing.T) {
 	if strings.Contains(got, `"error":`) {
 		t.Fatalf("an example answered an error:\n%s", got)
 	}
-	for _, want := range []string{`"key_alias":"ci-bot"`, `"deleted_keys":["sk-`, `"key":"healthy"`} {
+	for _, want := range []string{`"key_alias":"ci-bot"`, `"deleted_keys":["sk-`, `"key":"healthy"`,
+		`"team_id":"platform"`, `"deleted_teams":["platform"]`, "carol's key: sk-", `"deleted_users":["carol"]`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %s:\n%s", want, got)
 		}

@@ -41,8 +41,9 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, err
 	}
 	kc, err := cache.New(cache.Config{
-		Loader: st, MaxKeys: cfg.CacheMaxKeys, NegativeTTL: cfg.NegativeTTL, SafetyTTL: cfg.CacheTTL,
-		LookupTimeout: cfg.LookupTimeout, Registerer: reg, Logger: log.With("component", "cache"),
+		Loader: st, Lister: st, MaxKeys: cfg.CacheMaxKeys, NegativeTTL: cfg.NegativeTTL, SafetyTTL: cfg.CacheTTL,
+		LookupTimeout: cfg.LookupTimeout, MaxLoads: cfg.CacheMaxLoads, UnknownRate: float64(cfg.CacheUnknownRate),
+		StaleBound: cfg.FeedStaleBound, Registerer: reg, Logger: log.With("component", "cache"),
 	})
 	if err != nil {
 		return nil, err
@@ -51,12 +52,23 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	// reach this replica's cache through the store's change feed.
 	detach := kc.Attach(st)
 	closeAll := func() { detach(); kc.Close() }
+	// Teams, users and memberships: cached beside the keys for LiteLLM's
+	// team and user checks, invalidated through the same feed.
+	org, jobs, err := buildOrg(cfg, st, log, reg)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	if org != nil {
+		closeKeys := closeAll
+		closeAll = func() { org.close(); closeKeys() }
+	}
 
 	// model_max_budget windows, fed by this replica's metering.
 	modelSpend := modelbudget.NewTracker(kc, nil)
 	a, err := authz.New(authz.Config{
 		ModelSpend: modelSpend,
-		Cache:      kc, MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
+		Cache:      kc, Org: org.checks(), MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
 		DecisionLog: decisionLog(cfg, log),
@@ -88,7 +100,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		Store:  st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes, RequestTimeout: cfg.MgmtTimeout,
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
-		Invalidate: kc.Invalidate,
+		Invalidate: kc.Invalidate, OrgChanged: org.changed(),
 		Registerer: reg, Logger: log.With("component", "mgmt"),
 	})
 	if err != nil {
@@ -124,7 +136,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:  []func(context.Context) error{resets.Run, hooks.Run, meter.accountant.Run, meter.prices.Run},
+		jobs:  append([]func(context.Context) error{resets.Run, hooks.Run, meter.accountant.Run, meter.prices.Run}, jobs...),
 		close: closeAll,
 	}, nil
 }

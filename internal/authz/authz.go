@@ -6,7 +6,10 @@
 // The checks run in LiteLLM's order, each with its exact denial (status,
 // type, param, message): no credential; malformed Authorization; the
 // master key (allowed); not a virtual key; unknown key; blocked; model not
-// allowed; expired; over budget. On allow the credential header(s) are
+// allowed; then, with Config.Org, LiteLLM's team and user checks (team
+// blocked, team models, team-member model scope, a personal key's user
+// models: org.go); expired; over budget; then the team, personal-user and
+// team-member budgets. On allow the credential header(s) are
 // removed, so the virtual key never reaches the provider, and the key's
 // identity is passed upstream as headers and dynamic metadata.
 //
@@ -76,6 +79,9 @@ type Config struct {
 	Cache KeyCache
 	// MasterKey is allowed on the data plane. Required.
 	MasterKey string
+	// Org finds keys' teams, users and team memberships for LiteLLM's team
+	// and user checks. nil skips those checks.
+	Org OrgCache
 	// AccessGroups are the model access groups a key's models may name.
 	AccessGroups keys.AccessGroups
 	// KeyHeader, when set, is the only header the key is read from.
@@ -151,6 +157,7 @@ const (
 // Authorizer makes decisions. Create it with New; it is safe for concurrent use.
 type Authorizer struct {
 	cache       KeyCache
+	org         OrgCache
 	master      [32]byte
 	groups      keys.AccessGroups
 	keyHeader   string
@@ -179,7 +186,7 @@ func New(cfg Config) (*Authorizer, error) {
 		return nil, err
 	}
 	a := &Authorizer{
-		cache: cfg.Cache, master: sha256.Sum256([]byte(cfg.MasterKey)), groups: cfg.AccessGroups,
+		cache: cfg.Cache, org: cfg.Org, master: sha256.Sum256([]byte(cfg.MasterKey)), groups: cfg.AccessGroups,
 		keyHeader: strings.ToLower(cfg.KeyHeader), modelHeader: strings.ToLower(cfg.ModelHeader),
 		prefix: strings.ToLower(cfg.IdentityHeaderPrefix), now: cfg.Now, log: cfg.Logger,
 		dlog: cfg.DecisionLog.Logger, dlogSample: cfg.DecisionLog.AllowSample, modelSpend: cfg.ModelSpend,
@@ -324,14 +331,18 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 				"key not allowed to access model. This key can only access models="+pyList(e.Key.Models)+". Tried to access "+name))
 		}
 	}
+	var o org // the key's team, user and membership (org.go)
+	if d, denied := a.orgAccess(ctx, e, &o, m.names, now); denied {
+		return d
+	}
 	if !e.Expires.IsZero() && e.Expires.Before(now) {
 		return deny(ReasonExpired, apierr.New(http.StatusUnauthorized, apierr.TypeExpiredKey, "sk-..."+last(e.Key.Token, 4),
 			"Authentication Error - Expired Key. Key Expiry time "+pyTime(e.Expires)+" and current time "+pyTime(now)))
 	}
 	if e.HasBudget {
 		spend := e.Spend()
-		if !e.BudgetResetAt.IsZero() && !now.Before(e.BudgetResetAt) {
-			spend = 0 // past its reset: reset, even before the job has written it
+		if e.BudgetResetDue(now) {
+			spend = 0 // past its reset (keys.ResetDue): reset, even before the job has written it
 		}
 		if max := e.Budget(now); overBudget(spend, max) {
 			return deny(ReasonBudget, apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",
@@ -340,6 +351,9 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	}
 	if len(e.ModelBudgets) != 0 && a.modelBudgetExceeded(e, m.primary, now) {
 		return deny(ReasonBudget, errModelBudget(e, m.primary))
+	}
+	if d, denied := a.orgBudgets(&o, now); denied {
+		return d
 	}
 	return Decision{Allowed: true, Reason: ReasonAllowed, Entry: e, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ}
 }

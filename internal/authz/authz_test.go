@@ -39,6 +39,7 @@ const (
 	kZero    = "sk-zero-0006"
 	kTemp    = "sk-temp-0007"
 	kReset   = "sk-reset-0008"
+	kResetNo = "sk-reset-noduration-0012"
 	kFrac    = "sk-frac-0009"
 	kOld     = "sk-rotated-old-0010"
 	kNew     = "sk-rotated-new-0011"
@@ -132,9 +133,11 @@ func (e *env) seed(t testing.TB) {
 		kZero:    {MaxBudget: ptr(0.0)},
 		kTemp: {MaxBudget: ptr(10.0), Spend: 12, Metadata: map[string]any{
 			"temp_budget_increase": 5.0, "temp_budget_expiry": now.Add(time.Hour).Format("2006-01-02T15:04:05")}},
-		kReset: {MaxBudget: ptr(10.0), Spend: 20, BudgetResetAt: ptr(now.Add(-time.Minute))},
-		kFrac:  {MaxBudget: ptr(0.3), Spend: pointOne + pointTwo},
-		kOld:   {KeyAlias: ptr("rotated")},
+		kReset: {MaxBudget: ptr(10.0), Spend: 20, BudgetResetAt: ptr(now.Add(-time.Minute)), BudgetDuration: ptr("1d")},
+		// No budget_duration: nothing can reset it (keys.ResetDue), so /key/info and the job keep its spend, and so does the Check.
+		kResetNo: {MaxBudget: ptr(10.0), Spend: 20, BudgetResetAt: ptr(now.Add(-time.Minute))},
+		kFrac:    {MaxBudget: ptr(0.3), Spend: pointOne + pointTwo},
+		kOld:     {KeyAlias: ptr("rotated")},
 	} {
 		k.Token = keys.HashHex(raw)
 		if err := e.store.Create(context.Background(), &k); err != nil {
@@ -272,6 +275,7 @@ func TestCheckTable(t *testing.T) {
 		{"python float format", chat, bearer(kFrac), "", false, want{status: 400, typ: "budget_exceeded", param: nil, code: codes.ResourceExhausted, msg: "Budget has been exceeded! Current cost: 0.30000000000000004, Max budget: 0.3"}},
 		{"temp budget increase", chat, bearer(kTemp), "", false, allowed("", "authorization")},
 		{"past budget_reset_at counts as 0", chat, bearer(kReset), "", false, allowed("", "authorization")},
+		{"past budget_reset_at without budget_duration still counts", chat, bearer(kResetNo), "", false, want{status: 400, typ: "budget_exceeded", param: nil, code: codes.ResourceExhausted, msg: "Budget has been exceeded! Current cost: 20.0, Max budget: 10.0"}},
 		// grace.
 		{"rotated token in grace", chat, bearer(kOld), "", false, allowed("", "authorization")},
 		{"new token", chat, bearer(kNew), "", false, allowed("", "authorization")},

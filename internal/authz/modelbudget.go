@@ -30,7 +30,7 @@ func (a *Authorizer) modelBudgetExceeded(e *cache.Entry, model string, now time.
 	if l == nil {
 		return false
 	}
-	s := a.modelSpend.Spend(e.Hash, l, now)
+	s := a.modelSpend.Spend(e.Key.Token, l, now)
 	return s >= l.Max || math.IsNaN(s)
 }
 
@@ -43,5 +43,5 @@ func errModelBudget(e *cache.Entry, model string) *apierr.Error {
 		alias = *e.Key.KeyAlias
 	}
 	return apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",
-		"LiteLLM Virtual Key: "+e.Hash+", key_alias: "+alias+", exceeded budget for model="+model)
+		"LiteLLM Virtual Key: "+e.Key.Token+", key_alias: "+alias+", exceeded budget for model="+model)
 }

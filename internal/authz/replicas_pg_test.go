@@ -42,7 +42,8 @@ func newReplica(t *testing.T, dbURL string) *replica {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	c, err := cache.New(cache.Config{Loader: st, LookupTimeout: lookupTimeout})
+	// Lister: the known-key filter is on, as in the sidecar.
+	c, err := cache.New(cache.Config{Loader: st, Lister: st, LookupTimeout: lookupTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

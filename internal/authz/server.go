@@ -2,7 +2,7 @@ package authz
 
 import (
 	"context"
-	"maps"
+	"hash/maphash"
 	"net/http"
 	"runtime"
 	"slices"
@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
+	"github.com/virtualkeys/sidecar/internal/cache"
 )
 
 // Server is the ext_authz gRPC service over an Authorizer.
@@ -28,11 +29,12 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	a      *Authorizer
 	denied map[*apierr.Error]*authv3.CheckResponse // constant denials, rendered once
+	memo   *allowMemo
 }
 
 // NewServer returns the gRPC service for a.
 func NewServer(a *Authorizer) *Server {
-	s := &Server{a: a, denied: map[*apierr.Error]*authv3.CheckResponse{}}
+	s := &Server{a: a, denied: map[*apierr.Error]*authv3.CheckResponse{}, memo: &allowMemo{seed: maphash.MakeSeed()}}
 	for _, e := range []*apierr.Error{errNoKey, errMalformed, errBlocked} {
 		s.denied[e] = deniedResponse(e, ReasonNoCredential)
 	}
@@ -131,47 +133,60 @@ type allowKey struct {
 	fromQuery bool
 }
 
-// maxMemo bounds the allow responses memoised per key (a key allowed every
-// model could otherwise be made to grow one per model name sent).
-const maxMemo = 16
-
-type memo = map[allowKey]*authv3.CheckResponse
-
 func header(k, v string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
 }
 
 // allow returns the allow response. Responses depend only on the key, the
 // model and the credential source, and protobuf messages are safe to
-// marshal concurrently, so a key's responses are built once and shared,
-// kept on its cache entry (copy-on-write, lock-free reads).
+// marshal concurrently, so responses are built once and shared through a
+// bounded memo (see allowMemo): the keys in use get theirs without
+// allocating, and a cached key that is not in use costs nothing for it.
 func (s *Server) allow(d *Decision) *authv3.CheckResponse {
-	k := allowKey{model: d.Model}
+	if d.Entry == nil {
+		return s.build(d)
+	}
+	k := allowKey{model: d.Model, fromQuery: len(d.RemoveQuery) > 0}
 	if len(d.RemoveHeaders) == 1 {
 		k.from = d.RemoveHeaders[0]
 	}
-	k.fromQuery = len(d.RemoveQuery) > 0
-	var slot *atomic.Value
-	if d.Entry != nil {
-		slot = d.Entry.Memo()
-		if m, _ := slot.Load().(memo); m != nil {
-			if resp, ok := m[k]; ok {
-				return resp
-			}
-		}
+	i := s.memo.index(d.Entry, &k)
+	if m := s.memo.slots[i].Load(); m != nil && m.entry == d.Entry && m.key == k {
+		return m.resp
 	}
 	resp := s.build(d)
-	if slot != nil {
-		old, _ := slot.Load().(memo)
-		if len(old) < maxMemo {
-			m := make(memo, len(old)+1)
-			maps.Copy(m, old)
-			k.model = strings.Clone(k.model)
-			m[k] = resp
-			slot.Store(m) // a racing Store loses one memo entry at worst
-		}
-	}
+	k.model = strings.Clone(k.model)
+	s.memo.slots[i].Store(&memoSlot{entry: d.Entry, key: k, resp: resp})
 	return resp
+}
+
+// allowMemo is a direct-mapped table of built allow responses, indexed by
+// (entry, model, credential source). A slot holds the entry it was built
+// for, so a reloaded key (a new entry) never gets an old response, and a
+// colliding request just rebuilds and takes the slot. It bounds the memory
+// of memoised responses to memoSlots of them (about 2.5 KB each), whatever
+// the number of cached keys.
+type allowMemo struct {
+	seed  maphash.Seed
+	slots [memoSlots]atomic.Pointer[memoSlot]
+}
+
+// memoSlots is the size of the allow-response memo (a power of two): about
+// 10 MB when full.
+const memoSlots = 4096
+
+type memoSlot struct {
+	entry *cache.Entry
+	key   allowKey
+	resp  *authv3.CheckResponse
+}
+
+func (m *allowMemo) index(e *cache.Entry, k *allowKey) uint64 {
+	h := e.ID() ^ maphash.String(m.seed, k.model) ^ 31*maphash.String(m.seed, k.from)
+	if k.fromQuery {
+		h = ^h
+	}
+	return h & (memoSlots - 1)
 }
 
 func (s *Server) build(d *Decision) *authv3.CheckResponse {

@@ -48,7 +48,7 @@ type Sender interface {
 // Keys finds a key's cached entry by hex hash without loading it
 // (*cache.Cache).
 type Keys interface {
-	Peek(hash string) *cache.Entry
+	Cached(hash string) *cache.Entry
 }
 
 // Config configures an Alerter.
@@ -124,7 +124,7 @@ func (a *Alerter) Spent(r *spend.Record) {
 	if r.KeyHash == "" || r.Cost <= 0 {
 		return
 	}
-	e := a.keys.Peek(r.KeyHash)
+	e := a.keys.Cached(r.KeyHash)
 	if e == nil {
 		return
 	}
@@ -141,7 +141,7 @@ func (a *Alerter) observe(e *cache.Entry) {
 	// undone by a request that read an older spend.
 	a.mu.Lock()
 	spent := e.Spend()
-	if !e.BudgetResetAt.IsZero() && !now.Before(e.BudgetResetAt) {
+	if e.BudgetResetDue(now) {
 		spent = 0 // past its reset, as the Check sees it
 	}
 	var lv level
@@ -152,7 +152,7 @@ func (a *Alerter) observe(e *cache.Entry) {
 	}
 	softCrossed := hasSoft && spent >= soft
 
-	old, seen := a.st[e.Hash]
+	old, seen := a.st[e.Key.Token]
 	if !seen && softCrossed && e.Key.SoftBudgetCooldown {
 		old.soft = true // alerted before (LiteLLM's cooldown flag): not again
 	}
@@ -171,7 +171,7 @@ func (a *Alerter) observe(e *cache.Entry) {
 		if len(a.st) >= a.maxKeys && !seen {
 			clear(a.st)
 		}
-		a.st[e.Hash] = next
+		a.st[e.Key.Token] = next
 	}
 	a.mu.Unlock()
 
@@ -236,7 +236,7 @@ func softBudget(e *cache.Entry) (float64, bool) {
 
 func (a *Alerter) event(e *cache.Entry, spent float64) webhook.Event {
 	k := e.Key
-	token := e.Hash
+	token := e.Key.Token
 	return webhook.Event{EventGroup: "key", Spend: spent, Token: &token, UserID: k.UserID, TeamID: k.TeamID, KeyAlias: k.KeyAlias}
 }
 

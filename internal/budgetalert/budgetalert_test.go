@@ -108,7 +108,11 @@ func TestCrossings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var total float64
+	var n int
 	charge := func(usd float64) []string {
+		total += usd
+		n++
 		ke.cache.AddSpend(ke.hash, usd)
 		a.Spent(&spend.Record{KeyHash: ke.hash, Cost: usd})
 		return s.take()
@@ -134,7 +138,9 @@ func TestCrossings(t *testing.T) {
 	}
 	// A budget reset (spend back to 0) re-arms; a jump past every level
 	// alerts the highest one only (and the soft budget).
+	ke.cache.SettleSpend(ke.hash, total, n, total) // flushed
 	ke.cache.ApplyBudgetReset(ke.hash, 0, time.Now().Add(time.Hour))
+	ke.cache.Wait()
 	a.Spent(&spend.Record{KeyHash: ke.hash, Cost: 0.001})
 	if got := s.take(); len(got) != 0 {
 		t.Fatalf("after reset: %q", got)

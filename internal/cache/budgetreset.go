@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"math"
 	"time"
 )
 
@@ -22,14 +23,18 @@ func (c *Cache) ApplyBudgetReset(hash string, spend float64, resetAt time.Time) 
 	c.stripe(k).Add(1)
 	gen := c.current(k)
 	e, ok := c.rc.Get(k)
-	if !ok || e.hash != h || e.neg || e.epoch != gen.epoch || !c.now().Before(e.until) || e.Key == nil {
+	now := c.now()
+	if !ok || e.hash != h || e.neg || e.epoch != gen.epoch || now.UnixNano() >= e.until || e.Key == nil {
 		return
 	}
 	nk := *e.Key
 	nk.Spend = spend
+	ne0 := c.local.get(h) // metered here, not yet flushed: still counts
 	nk.BudgetResetAt = &resetAt
-	ne := newEntry(e.hash, e.Hash, &nk, e.until, e.epoch)
-	if !c.rc.SetWithTTL(k, ne, 1, ne.until.Sub(c.now())) || !c.still(gen, k, false) {
+	until := time.Unix(0, e.until)
+	ne := newEntry(e.hash, &nk, time.Unix(0, e.loaded), until, e.epoch)
+	ne.spend.Store(math.Float64bits(spend + ne0))
+	if !c.rc.Set(k, ne, 1) || !c.still(gen, k, false) {
 		c.rc.Del(k)
 	}
 }

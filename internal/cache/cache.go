@@ -2,21 +2,60 @@
 // cache of keys by hash, in front of the store.
 //
 // A hit costs one map lookup and no allocation. A miss goes to the store
-// once however many Checks want the same key at the same time
-// (singleflight), bounded by a lookup timeout; an unknown key is remembered
-// as unknown for a short negative TTL, so a flood of bad keys cannot reach
-// the database more than once per distinct key per TTL. A store error is
+// once however many Checks want the same key at the same time (one load per
+// key and generation, see below), bounded by a lookup timeout; an unknown
+// key is remembered as unknown for a short negative TTL. A store error is
 // never cached: the Check fails closed and asks again next time.
 //
-// Invalidation: Invalidate drops keys at once (our own writes), Attach
-// follows the store's change feed (writes made anywhere), and Purge drops
-// everything (the feed reconnected, so notifications may have been lost).
-// Generation counters (one per stripe of the hash space, plus the Purge
-// epoch) make sure an invalidation that races a load is never undone by the
-// load's result, without events for some keys discarding the loads of
-// others. A spend-only change updates the cached spend
-// in place. Positive entries also expire after a safety TTL, which only
-// matters should a notification ever be lost.
+// # Invalidation
+//
+// Invalidate drops keys at once (our own writes), Attach follows the
+// store's change feed (writes made anywhere), and Purge drops everything
+// (the feed reconnected, so notifications may have been lost). Generation
+// counters (one per stripe of the hash space, plus the Purge epoch) make
+// sure an invalidation that races a load is never undone by the load's
+// result, without events for some keys discarding the loads of others.
+// Concurrent misses share a load only within one generation: a Check that
+// arrives after an invalidation starts a new load instead of joining one
+// that began before it (and may have read the old row).
+//
+// A spend-only change updates the cached spend in place. It also fences
+// loads of the key in flight (they may have read the old spend): it bumps
+// the key's generation, waits for pending cache writes to land, and then
+// updates whatever entry is cached. Positive entries also expire after a
+// safety TTL, which only matters should a notification ever be lost.
+//
+// # Feed down or deaf
+//
+// While the feed is down (EventDown until the next EventReset), changes
+// made elsewhere are not heard. An entry older than StaleBound is then
+// re-read on access; if the re-read fails (the store is down too), the
+// cached entry keeps being served, so cached keys keep working through a
+// database outage. After a failed re-read, further re-reads wait
+// refreshBackoff, so an outage does not add a lookup timeout to every Check.
+//
+// # Bounded cost
+//
+// An entry costs a few hundred bytes (docs/benchmarks.md has the figures
+// and the benchmark): the row is compacted (columns the management API
+// alone reads are dropped, repeated values shared), and nothing per
+// response is kept on it. MaxKeys bounds the entries.
+//
+// A flood of random unknown keys is stopped before the store by a filter
+// of known token hashes (a Bloom filter, about 2 bytes per key in the
+// store), built from the store's token list (Lister) when the feed
+// connects and after every reconnect (and every StaleBound while the feed
+// is down), and kept current by the feed (EventChanged adds the key) and by
+// our own invalidations. A key the
+// filter does not have is unknown without a store query, except that up to
+// UnknownRate such keys per second still go to the store: a key created on
+// another replica a moment ago may not have reached the filter yet. So a
+// valid key is never denied outside a flood, and a flood never reaches the
+// store at more than UnknownRate. Until the filter is first built, every
+// miss goes to the store. At most MaxLoads store loads run at once; a miss
+// beyond that fails at once (ErrOverloaded; the Check fails closed).
+//
+// # Grace tokens
 //
 // A key found through a rotated-out token (grace period) is cached under
 // the presented token's hash. A reverse index (active hash -> presented
@@ -28,7 +67,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,17 +77,22 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
-	"github.com/virtualkeys/sidecar/internal/modelbudget"
 	"github.com/virtualkeys/sidecar/internal/store"
 )
 
 // Loader reads a key by hash for the data plane; store.Store satisfies it.
-// It returns keys.ErrNotFound for an unknown key.
+// It returns keys.ErrNotFound for an unknown key, and a key the caller owns
+// (the cache compacts it in place).
 type Loader interface {
 	Lookup(ctx context.Context, hash string) (*keys.Key, error)
+}
+
+// Lister streams every token hash the store's Lookup can resolve;
+// store.Store satisfies it.
+type Lister interface {
+	ListTokens(ctx context.Context, fn func(hash string) error) error
 }
 
 // Subscriber is a change feed; store.Store satisfies it.
@@ -57,18 +100,33 @@ type Subscriber interface {
 	Subscribe(fn func(store.Event)) (unsubscribe func())
 }
 
+// ErrOverloaded: MaxLoads store loads were already running.
+var ErrOverloaded = errors.New("cache: too many store loads in flight")
+
 // Defaults for zero Config fields.
 const (
+	// DefaultMaxKeys fits the shipped 512 MiB memory limit with room
+	// (docs/benchmarks.md: under 0.8 KB of heap per key).
 	DefaultMaxKeys       = 100_000
 	DefaultNegativeTTL   = 5 * time.Second
 	DefaultSafetyTTL     = 5 * time.Minute
 	DefaultLookupTimeout = 500 * time.Millisecond
+	DefaultMaxLoads      = 64
+	DefaultUnknownRate   = 20
+	DefaultStaleBound    = 30 * time.Second
 )
+
+// refreshBackoff is how long a failed stale re-read holds off the next one.
+const refreshBackoff = time.Second
 
 // Config configures a Cache.
 type Config struct {
 	// Loader reads keys on a miss. Required.
 	Loader Loader
+	// Lister lists the known tokens for the unknown-key filter. nil means
+	// no filter: every miss goes to the store (still bounded by MaxLoads).
+	// The filter is (re)built on every EventReset from the attached feed.
+	Lister Lister
 	// MaxKeys bounds the number of cached keys. 0 means DefaultMaxKeys.
 	MaxKeys int
 	// NegativeTTL is how long an unknown key is remembered. 0 means DefaultNegativeTTL.
@@ -78,6 +136,16 @@ type Config struct {
 	SafetyTTL time.Duration
 	// LookupTimeout bounds one store lookup. 0 means DefaultLookupTimeout.
 	LookupTimeout time.Duration
+	// MaxLoads bounds the store loads in flight; a miss beyond it fails
+	// with ErrOverloaded. 0 means DefaultMaxLoads.
+	MaxLoads int
+	// UnknownRate is how many keys per second the filter does not know may
+	// still be looked up in the store (burst the same). 0 means
+	// DefaultUnknownRate.
+	UnknownRate float64
+	// StaleBound is the age past which an entry is re-read on access while
+	// the change feed is down. 0 means DefaultStaleBound.
+	StaleBound time.Duration
 	// Now is the clock. nil means time.Now.
 	Now func() time.Time
 	// Registerer receives the cache's metrics. nil registers nothing.
@@ -86,60 +154,15 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Entry is one cached key, with what the Check needs precomputed. A
-// negative entry (unknown key) is never returned by Get.
-type Entry struct {
-	hash  [32]byte
-	neg   bool
-	until time.Time // entry expiry (negative TTL, safety TTL, grace)
-	epoch uint64    // Purge generation it was loaded in
-
-	// Key is the stored row. Treat it as read-only: it is shared.
-	Key *keys.Key
-	// Hash is the lowercase hex hash the key was presented as.
-	Hash string
-	// Blocked, Expires (zero = never), GraceUntil (zero = not a rotated
-	// token), BudgetResetAt (zero = none): from the row.
-	Blocked       bool
-	Expires       time.Time
-	GraceUntil    time.Time
-	BudgetResetAt time.Time
-	// MaxBudget is the budget (HasBudget false = unlimited);
-	// TempIncrease raises it until TempExpiry (metadata temp_budget_*).
-	HasBudget    bool
-	MaxBudget    float64
-	TempIncrease float64
-	TempExpiry   time.Time
-	// ModelBudgets is the usable model_max_budget (nil = none).
-	ModelBudgets []modelbudget.Limit
-
-	spend atomic.Uint64 // float64 bits; SetSpend updates it in place
-	memo  atomic.Value  // for the consumer's per-key renderings
-}
-
-// Spend is the key's current spend as last seen.
-func (e *Entry) Spend() float64 { return math.Float64frombits(e.spend.Load()) }
-
-// Memo is a slot where a consumer may keep something derived from this
-// entry (pre-rendered response parts); it lives and dies with the entry.
-func (e *Entry) Memo() *atomic.Value { return &e.memo }
-
-// Budget is the effective max budget at now (temp increase included).
-func (e *Entry) Budget(now time.Time) float64 {
-	if e.TempIncrease != 0 && now.Before(e.TempExpiry) {
-		return e.MaxBudget + e.TempIncrease
-	}
-	return e.MaxBudget
-}
-
 // Cache is the key cache. Create it with New; it is safe for concurrent use.
 type Cache struct {
 	rc       *ristretto.Cache[uint64, *Entry]
 	loader   Loader
-	sf       singleflight.Group
+	lister   Lister
 	negTTL   time.Duration
 	ttl      time.Duration
 	timeout  time.Duration
+	staleNs  int64
 	now      func() time.Time
 	log      *slog.Logger
 	gens     [genStripes]atomic.Uint64 // per hash stripe: bumped by invalidations of keys in it
@@ -149,9 +172,26 @@ type Cache struct {
 	graceIdx map[[32]byte]map[uint64]struct{} // active hash -> presented cache keys
 	local    localSpend                       // metered spend not yet in the store (spend.go)
 
+	flightMu sync.Mutex
+	flights  map[flightKey]*flight
+	sem      chan struct{} // one token per store load in flight
+
+	feedDown    atomic.Bool
+	refreshFail atomic.Int64 // unix ns of the last failed stale re-read
+
+	filterMu sync.Mutex             // serializes adds with a rebuild's hand-over
+	filter   atomic.Pointer[filter] // nil until first built
+	pending  *[][32]byte            // adds seen while a rebuild lists (under filterMu)
+	unknown  *bucket
+	rebuildC chan struct{}
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+
 	hits, misses, negHits, invalidations, purges, resets prometheus.Counter
+	filtered, unknownReads, overloaded, staleServed      prometheus.Counter
+	rebuilds, rebuildErrs                                prometheus.Counter
 	lookups                                              prometheus.Histogram
-	feedUp                                               prometheus.Gauge
+	feedUp, filterKeys, filterBytes                      prometheus.Gauge
 }
 
 // New validates cfg and builds the cache.
@@ -159,26 +199,26 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.Loader == nil {
 		return nil, errors.New("cache: Loader is required")
 	}
-	if cfg.MaxKeys < 0 || cfg.NegativeTTL < 0 || cfg.SafetyTTL < 0 || cfg.LookupTimeout < 0 {
-		return nil, errors.New("cache: sizes and durations must not be negative")
+	if cfg.MaxKeys < 0 || cfg.NegativeTTL < 0 || cfg.SafetyTTL < 0 || cfg.LookupTimeout < 0 ||
+		cfg.MaxLoads < 0 || cfg.UnknownRate < 0 || cfg.StaleBound < 0 || math.IsNaN(cfg.UnknownRate) {
+		return nil, errors.New("cache: sizes, rates and durations must not be negative")
 	}
 	c := &Cache{
-		loader: cfg.Loader, negTTL: cfg.NegativeTTL, ttl: cfg.SafetyTTL, timeout: cfg.LookupTimeout,
+		loader: cfg.Loader, lister: cfg.Lister, negTTL: cfg.NegativeTTL, ttl: cfg.SafetyTTL, timeout: cfg.LookupTimeout,
 		now: cfg.Now, log: cfg.Logger, graceIdx: map[[32]byte]map[uint64]struct{}{},
+		flights: map[flightKey]*flight{}, rebuildC: make(chan struct{}, 1),
 	}
-	max := cfg.MaxKeys
-	if max == 0 {
-		max = DefaultMaxKeys
+	maxKeys := cmp(cfg.MaxKeys, DefaultMaxKeys)
+	c.sem = make(chan struct{}, cmp(cfg.MaxLoads, DefaultMaxLoads))
+	rate := cfg.UnknownRate
+	if rate == 0 {
+		rate = DefaultUnknownRate
 	}
-	if c.negTTL == 0 {
-		c.negTTL = DefaultNegativeTTL
-	}
-	if c.ttl == 0 {
-		c.ttl = DefaultSafetyTTL
-	}
-	if c.timeout == 0 {
-		c.timeout = DefaultLookupTimeout
-	}
+	c.unknown = newBucket(rate, max(1, rate))
+	c.staleNs = int64(cmp(cfg.StaleBound, DefaultStaleBound))
+	c.negTTL = cmp(c.negTTL, DefaultNegativeTTL)
+	c.ttl = cmp(c.ttl, DefaultSafetyTTL)
+	c.timeout = cmp(c.timeout, DefaultLookupTimeout)
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -186,8 +226,8 @@ func New(cfg Config) (*Cache, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	rc, err := ristretto.NewCache(&ristretto.Config[uint64, *Entry]{
-		NumCounters:        int64(max) * 10,
-		MaxCost:            int64(max),
+		NumCounters:        int64(maxKeys) * 10,
+		MaxCost:            int64(maxKeys),
 		BufferItems:        64,
 		IgnoreInternalCost: true,
 		// Keys are already uniform hashes: use their first 8 bytes as is.
@@ -197,8 +237,32 @@ func New(cfg Config) (*Cache, error) {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
 	c.rc = rc
+	if err := c.metrics(cfg.Registerer); err != nil {
+		rc.Close()
+		return nil, err
+	}
+	if c.lister != nil {
+		ctx, stop := context.WithCancel(context.Background())
+		c.stop = stop
+		c.wg.Add(1)
+		go c.rebuilder(ctx)
+	}
+	return c, nil
+}
+
+func cmp[T int | time.Duration](v, def T) T {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+func (c *Cache) metrics(reg prometheus.Registerer) error {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
 	}
 	c.hits = counter("sidecar_cache_hits_total", "Key lookups answered from the cache.")
 	c.misses = counter("sidecar_cache_misses_total", "Key lookups that went to the store.")
@@ -206,31 +270,48 @@ func New(cfg Config) (*Cache, error) {
 	c.invalidations = counter("sidecar_cache_invalidations_total", "Keys dropped by invalidation.")
 	c.purges = counter("sidecar_cache_purges_total", "Whole-cache purges (change feed reconnects).")
 	c.resets = counter("sidecar_feed_resets_total", "Change-feed (re)connections seen by the cache.")
+	c.filtered = counter("sidecar_cache_filtered_total", "Unknown keys answered by the known-key filter without a store query.")
+	c.unknownReads = counter("sidecar_cache_unknown_reads_total", "Store reads for keys the known-key filter did not have (budgeted by --cache-unknown-rate).")
+	c.overloaded = counter("sidecar_cache_overloaded_total", "Misses refused because --cache-max-loads store loads were in flight.")
+	c.staleServed = counter("sidecar_cache_stale_served_total", "Entries past the feed stale bound served because the store could not re-read them.")
+	c.rebuilds = counter("sidecar_cache_filter_rebuilds_total", "Known-key filter rebuilds from the store.")
+	c.rebuildErrs = counter("sidecar_cache_filter_rebuild_errors_total", "Known-key filter rebuilds that failed (retried).")
 	c.lookups = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "sidecar_store_lookup_seconds", Help: "Store lookups made on cache misses.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 	})
-	c.feedUp = prometheus.NewGauge(prometheus.GaugeOpts{Name: "sidecar_feed_connected", Help: "1 while the change feed is connected."})
-	if cfg.Registerer != nil {
-		for _, m := range []prometheus.Collector{c.hits, c.misses, c.negHits, c.invalidations, c.purges, c.resets, c.lookups, c.feedUp} {
-			if err := cfg.Registerer.Register(m); err != nil {
-				rc.Close()
-				return nil, fmt.Errorf("cache: register metrics: %w", err)
-			}
+	c.feedUp = gauge("sidecar_feed_connected", "1 while the change feed is connected.")
+	c.filterKeys = gauge("sidecar_cache_filter_keys", "Token hashes in the known-key filter.")
+	c.filterBytes = gauge("sidecar_cache_filter_bytes", "Memory of the known-key filter.")
+	if reg == nil {
+		return nil
+	}
+	for _, m := range []prometheus.Collector{c.hits, c.misses, c.negHits, c.invalidations, c.purges, c.resets,
+		c.filtered, c.unknownReads, c.overloaded, c.staleServed, c.rebuilds, c.rebuildErrs, c.lookups,
+		c.feedUp, c.filterKeys, c.filterBytes} {
+		if err := reg.Register(m); err != nil {
+			return fmt.Errorf("cache: register metrics: %w", err)
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // Close releases the cache's goroutines.
-func (c *Cache) Close() { c.rc.Close() }
+func (c *Cache) Close() {
+	if c.stop != nil {
+		c.stop()
+		c.wg.Wait()
+	}
+	c.rc.Close()
+}
 
 func slot(h *[32]byte) uint64 { return binary.LittleEndian.Uint64(h[:8]) }
 
 // genStripes is how many generation counters the keys are spread over: an
-// invalidation only discards loads in flight for keys of its own stripe,
-// so a stream of events for some keys cannot keep others from being cached.
-const genStripes = 64
+// invalidation (or spend update) only discards loads in flight for keys of
+// its own stripe, so a stream of events for some keys cannot keep others
+// from being cached.
+const genStripes = 1024
 
 func (c *Cache) stripe(k uint64) *atomic.Uint64 { return &c.gens[k%genStripes] }
 
@@ -252,143 +333,181 @@ func (c *Cache) still(g loadGen, k uint64, graced bool) bool {
 // for an unknown one, (nil, err) when the store could not answer (not
 // cached). A hit does not allocate.
 func (c *Cache) Get(ctx context.Context, hash [32]byte) (*Entry, error) {
-	if e, ok := c.rc.Get(slot(&hash)); ok && e.hash == hash && e.epoch == c.epoch.Load() && c.now().Before(e.until) {
+	now := c.now().UnixNano()
+	if e, ok := c.rc.Get(slot(&hash)); ok && e.hash == hash && e.epoch == c.epoch.Load() && now < e.until {
 		if e.neg {
 			c.negHits.Inc()
 			return nil, nil
 		}
+		if c.feedDown.Load() && now-e.loaded > c.staleNs {
+			return c.refresh(ctx, e, now)
+		}
 		c.hits.Inc()
 		return e, nil
+	}
+	if f := c.filter.Load(); f != nil && !f.has(&hash) {
+		if !c.unknown.take(now) {
+			c.filtered.Inc()
+			return nil, nil
+		}
+		c.unknownReads.Inc()
 	}
 	c.misses.Inc()
 	return c.load(ctx, hash)
 }
 
-func (c *Cache) load(ctx context.Context, hash [32]byte) (*Entry, error) {
-	hexHash := hex.EncodeToString(hash[:])
-	v, err, _ := c.sf.Do(hexHash, func() (any, error) {
-		gen := c.current(slot(&hash))
-		epoch := gen.epoch
-		// One caller's cancellation must not fail the others waiting on
-		// this load; the timeout bounds it for all of them.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
-		defer cancel()
-		start := time.Now()
-		k, err := c.loader.Lookup(lctx, hexHash)
-		c.lookups.Observe(time.Since(start).Seconds())
-		now := c.now()
-		var e *Entry
-		switch {
-		case errors.Is(err, keys.ErrNotFound):
-			e = &Entry{hash: hash, neg: true, until: now.Add(c.negTTL), epoch: epoch, Hash: hexHash}
-		case err != nil:
-			return nil, fmt.Errorf("lookup %s: %w", keys.Redact(hexHash), err)
-		default:
-			e = newEntry(hash, hexHash, k, now.Add(c.ttl), epoch)
-			// Spend metered here and not yet flushed stays counted.
-			e.spend.Store(math.Float64bits(k.Spend + c.local.get(hash)))
-			if !e.GraceUntil.IsZero() { // a rotated-out token: keep it briefly
-				e.until = minTime(e.until, now.Add(c.negTTL))
-			}
-		}
-		c.set(e, gen)
+// refresh re-reads a stale entry (the feed is down); when the store cannot
+// answer it serves the entry it has.
+func (c *Cache) refresh(ctx context.Context, e *Entry, now int64) (*Entry, error) {
+	if now-c.refreshFail.Load() < int64(refreshBackoff) {
+		c.staleServed.Inc()
 		return e, nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	e := v.(*Entry)
-	if e.neg {
-		return nil, nil
+	c.misses.Inc()
+	fresh, err := c.load(ctx, e.hash)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		c.refreshFail.Store(now)
+		c.staleServed.Inc()
+		return e, nil
+	}
+	return fresh, nil
+}
+
+// flightKey names one shared load: a key in one generation of its stripe
+// and of the Purge epoch. A Check that arrives after an invalidation sees
+// a newer generation, so it never joins a load that began before it.
+type flightKey struct {
+	hash          [32]byte
+	stripe, epoch uint64
+}
+
+type flight struct {
+	done chan struct{}
+	invs uint64
+	e    *Entry
+	err  error
+}
+
+func (c *Cache) load(ctx context.Context, hash [32]byte) (*Entry, error) {
+	g := c.current(slot(&hash))
+	fk := flightKey{hash, g.stripe, g.epoch}
+	c.flightMu.Lock()
+	f, joined := c.flights[fk]
+	if joined {
+		c.flightMu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		// A grace-token result depends on every invalidation (its active
+		// key is only known after the load): one since the load began
+		// means it is not for us, so we load on our own.
+		if f.err != nil || !f.e.graced() || f.invs == g.invs {
+			return result(f.e, f.err)
+		}
+		c.flightMu.Lock()
+	}
+	select {
+	case c.sem <- struct{}{}:
+	default:
+		c.flightMu.Unlock()
+		c.overloaded.Inc()
+		return nil, ErrOverloaded
+	}
+	f = &flight{done: make(chan struct{}), invs: g.invs}
+	if !joined {
+		c.flights[fk] = f
+	}
+	c.flightMu.Unlock()
+	f.e, f.err = c.fetch(ctx, hash, g)
+	<-c.sem
+	if !joined {
+		c.flightMu.Lock()
+		delete(c.flights, fk)
+		c.flightMu.Unlock()
+	}
+	close(f.done)
+	return result(f.e, f.err)
+}
+
+func result(e *Entry, err error) (*Entry, error) {
+	if err != nil || e.neg {
+		return nil, err
 	}
 	return e, nil
 }
 
+func (e *Entry) graced() bool { return !e.GraceUntil.IsZero() }
+
+// fetch reads one key from the store and caches the result unless an
+// invalidation since g concerns it.
+func (c *Cache) fetch(ctx context.Context, hash [32]byte, g loadGen) (*Entry, error) {
+	hexHash := hex.EncodeToString(hash[:])
+	// One caller's cancellation must not fail the others waiting on this
+	// load; the timeout bounds it for all of them.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	defer cancel()
+	began := c.now()
+	start := time.Now()
+	k, err := c.loader.Lookup(lctx, hexHash)
+	c.lookups.Observe(time.Since(start).Seconds())
+	now := c.now()
+	var e *Entry
+	switch {
+	case errors.Is(err, keys.ErrNotFound):
+		e = &Entry{hash: hash, neg: true, until: now.Add(c.negTTL).UnixNano(), epoch: g.epoch}
+	case err != nil:
+		return nil, fmt.Errorf("lookup %s: %w", keys.Redact(hexHash), err)
+	default:
+		graced := k.GraceUntil != nil
+		var active [32]byte
+		if graced {
+			active, _ = parseHash(k.Token)
+		}
+		e = newEntry(hash, k, began, now.Add(c.ttl), g.epoch)
+		// Spend metered here and not yet flushed stays counted.
+		e.spend.Store(math.Float64bits(k.Spend + c.local.get(hash)))
+		if graced { // a rotated-out token: keep it briefly
+			e.until = min(e.until, now.Add(c.negTTL).UnixNano())
+		}
+		c.addKnown(&hash) // the filter may not have heard of it yet
+		c.set(e, g, graced, active)
+		return e, nil
+	}
+	c.set(e, g, false, [32]byte{})
+	return e, nil
+}
+
 // set caches e unless an invalidation that concerns it happened since the
-// load began (gen), re-checking after the Set so one racing the Set itself
+// load began (g), re-checking after the Set so one racing the Set itself
 // is not undone either.
-func (c *Cache) set(e *Entry, gen loadGen) {
+func (c *Cache) set(e *Entry, g loadGen, graced bool, active [32]byte) {
 	k := slot(&e.hash)
-	graced := e.Key != nil && e.Key.Token != e.Hash
-	if !c.still(gen, k, graced) {
+	if !c.still(g, k, graced) {
 		return
 	}
 	if graced {
-		active, err := parseHash(e.Key.Token)
-		if err == nil {
-			c.graceMu.Lock()
-			m := c.graceIdx[active]
-			if m == nil {
-				m = map[uint64]struct{}{}
-				c.graceIdx[active] = m
-			}
-			m[k] = struct{}{}
-			c.graceMu.Unlock()
+		c.graceMu.Lock()
+		m := c.graceIdx[active]
+		if m == nil {
+			m = map[uint64]struct{}{}
+			c.graceIdx[active] = m
 		}
+		m[k] = struct{}{}
+		c.graceMu.Unlock()
 	}
-	c.rc.SetWithTTL(k, e, 1, e.until.Sub(c.now()))
-	if !c.still(gen, k, graced) {
+	if e.neg {
+		c.rc.SetWithTTL(k, e, 1, c.negTTL)
+	} else {
+		c.rc.Set(k, e, 1) // expiry is checked by Get (until): no TTL bookkeeping per key
+	}
+	if !c.still(g, k, graced) {
 		c.rc.Del(k)
 	}
-}
-
-func newEntry(hash [32]byte, hexHash string, k *keys.Key, until time.Time, epoch uint64) *Entry {
-	e := &Entry{hash: hash, Key: k, Hash: hexHash, until: until, epoch: epoch, Blocked: k.IsBlocked()}
-	if k.Expires != nil {
-		e.Expires = *k.Expires
-	}
-	if k.GraceUntil != nil {
-		e.GraceUntil = *k.GraceUntil
-	}
-	if k.BudgetResetAt != nil {
-		e.BudgetResetAt = *k.BudgetResetAt
-	}
-	if k.MaxBudget != nil {
-		e.HasBudget, e.MaxBudget = true, *k.MaxBudget
-	}
-	if inc, ok := number(k.Metadata["temp_budget_increase"]); ok {
-		if s, ok := k.Metadata["temp_budget_expiry"].(string); ok {
-			if t, err := parseISOTime(s); err == nil {
-				e.TempIncrease, e.TempExpiry = inc, t
-			}
-		}
-	}
-	e.ModelBudgets = modelbudget.Parse(k.ModelMaxBudget)
-	e.spend.Store(math.Float64bits(k.Spend))
-	return e
-}
-
-func number(v any) (float64, bool) {
-	switch n := v.(type) {
-	case float64:
-		return n, true
-	case int:
-		return float64(n), true
-	case int64:
-		return float64(n), true
-	case json.Number: // the stores decode JSON columns losslessly
-		f, err := n.Float64()
-		return f, err == nil
-	}
-	return 0, false
-}
-
-// parseISOTime reads LiteLLM's temp_budget_expiry: an ISO 8601 time with or
-// without zone (naive times are UTC) or a date.
-func parseISOTime(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999", "2006-01-02"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("not an ISO time: %q", s)
-}
-
-func minTime(a, b time.Time) time.Time {
-	if a.Before(b) {
-		return a
-	}
-	return b
 }
 
 func parseHash(s string) ([32]byte, error) {
@@ -401,7 +520,9 @@ func parseHash(s string) ([32]byte, error) {
 }
 
 // Invalidate drops the keys with these hex hashes (and tokens rotated out
-// of them that are still in their grace period). Invalid hashes are ignored.
+// of them that are still in their grace period), and adds them to the
+// known-key filter (an invalidation may be a create). Invalid hashes are
+// ignored.
 func (c *Cache) Invalidate(hashes ...string) {
 	c.invs.Add(1)
 	for _, s := range hashes {
@@ -409,6 +530,7 @@ func (c *Cache) Invalidate(hashes ...string) {
 		if err != nil {
 			continue
 		}
+		c.addKnown(&h)
 		k := slot(&h)
 		c.stripe(k).Add(1)
 		c.rc.Del(k)
@@ -438,28 +560,32 @@ func (c *Cache) Purge() {
 }
 
 // SetSpend updates the cached spend of a key in place (a spend-only change:
-// no reload). A key not cached is left alone: its next load reads the spend.
+// no reload). A key not cached is left alone: its next load reads the
+// spend. Loads of the key in flight are fenced: they may have read the old
+// spend, so their result is not cached, and a result whose cache write was
+// already under way is applied before the update (so the update reaches it).
 func (c *Cache) SetSpend(hash string, spend float64) {
 	h, err := parseHash(hash)
 	if err != nil {
 		return
 	}
 	k := slot(&h)
-	c.dropGraced(h)   // rare: reload those rather than track their spend
+	c.dropGraced(h) // rare: reload those rather than track their spend
+	c.stripe(k).Add(1)
+	c.rc.Wait()       // a Set that passed its generation check before the bump has landed
 	c.local.mu.Lock() // spend metered here and not yet flushed stays counted
 	defer c.local.mu.Unlock()
 	spend += c.local.m[h].pending()
-	if e, ok := c.rc.Get(k); ok && e.hash == h && !e.neg && e.epoch == c.epoch.Load() && c.now().Before(e.until) {
+	if e, ok := c.rc.Get(k); ok && e.hash == h && !e.neg {
 		e.spend.Store(math.Float64bits(spend))
-		return
 	}
-	c.stripe(k).Add(1) // a load in flight may have read the old spend: don't cache it
 }
 
-// Attach follows a change feed: EventChanged invalidates, EventSpend
-// updates the spend, EventReset purges (notifications may have been lost
-// while the feed was down), EventDown only marks the feed down: cached
-// keys keep being served. It returns the function that detaches.
+// Attach follows a change feed: EventChanged invalidates (and adds the key
+// to the known-key filter), EventSpend updates the spend, EventReset purges
+// (notifications may have been lost while the feed was down) and rebuilds
+// the filter, EventDown marks the feed down: cached keys keep being served,
+// re-read once older than StaleBound. It returns the function that detaches.
 func (c *Cache) Attach(s Subscriber) (detach func()) {
 	return s.Subscribe(func(ev store.Event) {
 		switch ev.Kind {
@@ -471,11 +597,14 @@ func (c *Cache) Attach(s Subscriber) (detach func()) {
 			c.ApplyBudgetReset(ev.Token, ev.Spend, ev.BudgetResetAt)
 		case store.EventReset:
 			c.Purge()
+			c.feedDown.Store(false)
 			c.resets.Inc()
 			c.feedUp.Set(1)
+			c.requestRebuild()
 		case store.EventDown:
+			c.feedDown.Store(true)
 			c.feedUp.Set(0)
-			c.log.Warn("change feed down: serving cached keys until it reconnects")
+			c.log.Warn("change feed down: serving cached keys, re-reading those older than the stale bound")
 		}
 	})
 }

@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -381,7 +382,7 @@ func TestAttach(t *testing.T) {
 // generation stripe) does not stop a load in flight from being cached;
 // an invalidation of the active key stops a grace-token load.
 func TestGuardIsPerStripe(t *testing.T) {
-	stripeOf := func(raw string) byte { h := keys.Hash(raw); return h[0] % 64 } // slot is little-endian: low byte first
+	stripeOf := func(raw string) uint64 { h := keys.Hash(raw); return binary.LittleEndian.Uint64(h[:8]) % 1024 }
 	other := ""
 	for i := 0; other == ""; i++ {
 		if r := rawKey(i); stripeOf(r) != stripeOf("sk-s") {

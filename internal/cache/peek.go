@@ -2,15 +2,15 @@ package cache
 
 import "github.com/virtualkeys/sidecar/internal/modelbudget"
 
-// Peek returns the cached entry of the key with this hex hash, or nil when
+// Cached returns the cached entry of the key with this hex hash, or nil when
 // it is not cached (it never loads: for observers on the metering path).
-func (c *Cache) Peek(hash string) *Entry {
+func (c *Cache) Cached(hash string) *Entry {
 	h, err := parseHash(hash)
 	if err != nil {
 		return nil
 	}
 	e, ok := c.rc.Get(slot(&h))
-	if !ok || e.hash != h || e.neg || e.epoch != c.epoch.Load() || !c.now().Before(e.until) {
+	if !ok || e.hash != h || e.neg || e.epoch != c.epoch.Load() || c.now().UnixNano() >= e.until {
 		return nil
 	}
 	return e
@@ -18,7 +18,7 @@ func (c *Cache) Peek(hash string) *Entry {
 
 // ModelBudgets returns the cached key's model_max_budget (modelbudget.Keys).
 func (c *Cache) ModelBudgets(hash string) []modelbudget.Limit {
-	if e := c.Peek(hash); e != nil {
+	if e := c.Cached(hash); e != nil {
 		return e.ModelBudgets
 	}
 	return nil

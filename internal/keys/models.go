@@ -13,7 +13,8 @@ type AccessGroups map[string][]string
 
 // ModelAllowed reports whether a key whose models list is allowed may call
 // model, by spec section 4: an empty list, "*" or "all-proxy-models" allows
-// everything; "all-team-models" defers to the team (no team table yet: allow);
+// everything; "all-team-models" passes here (the Check then holds the key to
+// its team's models);
 // an entry containing "*" is a glob ("openai/*" allows "openai/gpt-4o");
 // otherwise an exact, case-sensitive match. aliases is the key's aliases map
 // (requested name -> target model): access to either the alias or its target

@@ -7,19 +7,19 @@ import (
 	"testing"
 
 	"github.com/virtualkeys/sidecar/internal/mgmt"
-	"github.com/virtualkeys/sidecar/internal/pgtest"
 	"github.com/virtualkeys/sidecar/internal/store/postgres"
 	"github.com/virtualkeys/sidecar/internal/store/postgres/litellmtest"
 	"github.com/virtualkeys/sidecar/internal/store/sqlite"
 )
 
 // backends are the real stores every HTTP table runs against. Postgres
+// runs on LiteLLM's real schema, loaded first (the sidecar creates the same
+// schema on an empty database: internal/store/postgres TestOrders); it
 // skips without TEST_DATABASE_URL (and fails instead when CI is set).
 func backends() []backend {
 	return []backend{
 		{"sqlite", openSQLite},
-		{"postgres", func(t testing.TB) mgmt.Store { return openPostgres(t, pgtest.URL(t)) }},
-		{"postgres-litellm-first", openOnLiteLLM},
+		{"postgres", openOnLiteLLM},
 	}
 }
 
@@ -28,8 +28,7 @@ func backends() []backend {
 // table's columns, indexes and constraints are unchanged.
 func openOnLiteLLM(t testing.TB) mgmt.Store {
 	t.Helper()
-	url := pgtest.URL(t)
-	litellmtest.Load(t, url)
+	url := litellmtest.URL(t)
 	before := litellmtest.Snapshot(t, url)
 	st := openPostgres(t, url)
 	openPostgres(t, url) // a second replica

@@ -1,7 +1,11 @@
 // Package mgmt is LiteLLM's key-management HTTP API (/key/generate,
 // /key/update, /key/delete, /key/info, /v2/key/info, /key/list, /key/block,
-// /key/unblock, /key/regenerate, /key/health) over a store.Store, plus the
-// OpenAPI document that describes it (/openapi.json).
+// /key/unblock, /key/regenerate, /key/health) over a store.Store, LiteLLM's
+// team and user API (/team/new, /team/update, /team/delete, /team/info,
+// /team/list, /team/block, /team/unblock, /team/member_add,
+// /team/member_update, /team/member_delete, /user/new, /user/update,
+// /user/delete, /user/info, /user/list; teams.go, users.go) over a
+// store.Org, plus the OpenAPI document that describes it (/openapi.json).
 //
 // Every error answers in LiteLLM's envelope (internal/apierr). The master key
 // may call everything; a virtual key may read its own key (GET /key/info) and
@@ -83,6 +87,14 @@ type Config struct {
 	// with every affected hash, so this replica's cache drops the key at
 	// once. nil does nothing.
 	Invalidate func(hashes ...string)
+	// Org holds teams, users and memberships for the /team/* and /user/*
+	// routes. nil means Store, when it implements OrgStore; without one
+	// those routes answer 501.
+	Org OrgStore
+	// OrgChanged is called synchronously after every team, user or
+	// membership change with the event the change feed will also carry, so
+	// this replica's caches drop the row at once. nil does nothing.
+	OrgChanged func(store.Event)
 	// MaxBodyBytes caps request bodies (413 beyond). 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// Events receives a webhook event for every committed key mutation
@@ -102,6 +114,8 @@ const DefaultRequestTimeout = 10 * time.Second
 // API serves the management endpoints. Create it with New.
 type API struct {
 	st         Store
+	org        OrgStore
+	onOrg      func(store.Event)
 	masterHash [32]byte
 	log        *slog.Logger
 	invalidate func(hashes ...string)
@@ -151,6 +165,13 @@ func New(cfg Config) (*API, error) {
 	}
 	if a.invalidate == nil {
 		a.invalidate = func(...string) {}
+	}
+	a.org, a.onOrg = cfg.Org, cfg.OrgChanged
+	if o, ok := cfg.Store.(OrgStore); ok && a.org == nil {
+		a.org = o
+	}
+	if a.onOrg == nil {
+		a.onOrg = func(store.Event) {}
 	}
 	if a.maxBody == 0 {
 		a.maxBody = DefaultMaxBodyBytes
@@ -228,6 +249,21 @@ func (a *API) routes() []route {
 		{"/key/{key}/regenerate", http.MethodPost, adminOnly, a.regenerate},
 		{"/key/health", http.MethodPost, virtualOK, a.health},
 		{"/spend/logs", http.MethodGet, adminOnly, a.spendLogs},
+		{"/team/new", http.MethodPost, adminOnly, a.teamNew},
+		{"/team/update", http.MethodPost, adminOnly, a.teamUpdate},
+		{"/team/delete", http.MethodPost, adminOnly, a.teamDelete},
+		{"/team/info", http.MethodGet, adminOnly, a.teamInfo},
+		{"/team/list", http.MethodGet, adminOnly, a.teamList},
+		{"/team/block", http.MethodPost, adminOnly, a.teamBlock},
+		{"/team/unblock", http.MethodPost, adminOnly, a.teamUnblock},
+		{"/team/member_add", http.MethodPost, adminOnly, a.teamMemberAdd},
+		{"/team/member_delete", http.MethodPost, adminOnly, a.teamMemberDelete},
+		{"/team/member_update", http.MethodPost, adminOnly, a.teamMemberUpdate},
+		{"/user/new", http.MethodPost, adminOnly, a.userNew},
+		{"/user/update", http.MethodPost, adminOnly, a.userUpdate},
+		{"/user/delete", http.MethodPost, adminOnly, a.userDelete},
+		{"/user/info", http.MethodGet, adminOnly, a.userInfo},
+		{"/user/list", http.MethodGet, adminOnly, a.userList},
 		{"/openapi.json", http.MethodGet, public, a.openapi},
 	}
 }

@@ -35,13 +35,9 @@ func view(k *keys.Key, now time.Time) *wireKey {
 			*m = map[string]any{}
 		}
 	}
-	if v.BudgetResetAt != nil && !v.BudgetResetAt.After(now) &&
-		(v.Expires == nil || v.Expires.After(now)) && v.BudgetDuration != nil {
-		if d, err := keys.ParseDuration(*v.BudgetDuration); err == nil {
-			next := d.NextReset(now)
-			v.Spend = 0
-			v.BudgetResetAt = &next
-		}
+	if next, due := k.BudgetResetDue(now); due { // the rule the Check and the reset job use
+		v.Spend = 0
+		v.BudgetResetAt = &next
 	}
 	return wire(&v)
 }

@@ -74,6 +74,13 @@ type Store interface {
 	// it reset.
 	ResetBudgets(ctx context.Context, now time.Time) (int, error)
 
+	// ListTokens calls fn with every token hash Lookup resolves: each key's
+	// token and each rotated-out token still in its grace period, in pages
+	// (no connection is held while fn runs), in no promised order, possibly
+	// with duplicates. An error from fn stops it and is returned as is. It
+	// feeds the data plane's filter of known keys.
+	ListTokens(ctx context.Context, fn func(hash string) error) error
+
 	// AppendAudit writes one "LiteLLM_AuditLog" row.
 	AppendAudit(ctx context.Context, a *keys.Audit) error
 
@@ -111,15 +118,39 @@ const (
 	// spend to Spend and its budget_reset_at to BudgetResetAt, and changed
 	// nothing else. A cache may apply it in place instead of reloading.
 	EventBudgetReset
+
+	// Team, user and membership events (store.Org). Team, User and Budget
+	// name the row.
+
+	// EventTeamChanged: a LiteLLM_TeamTable row changed (or was created or
+	// deleted). Drop it (Team) from caches.
+	EventTeamChanged
+	// EventTeamSpend: only the team's spend changed; Spend is the new value.
+	EventTeamSpend
+	// EventUserChanged: a LiteLLM_UserTable row changed (User).
+	EventUserChanged
+	// EventUserSpend: only the user's spend changed; Spend is the new value.
+	EventUserSpend
+	// EventMemberChanged: the (Team, User) membership changed.
+	EventMemberChanged
+	// EventMemberSpend: only the membership's spend changed.
+	EventMemberSpend
+	// EventBudgetChanged: a LiteLLM_BudgetTable row changed (Budget); any
+	// membership pointing at it may have new limits.
+	EventBudgetChanged
 )
 
 // Event is one change-feed event.
 type Event struct {
 	Kind  EventKind
 	Token string  // the key's hash (EventChanged, EventSpend, EventBudgetReset)
-	Spend float64 // the new spend (EventSpend, EventBudgetReset)
+	Spend float64 // the new spend (EventSpend, EventBudgetReset, EventTeamSpend, EventUserSpend, EventMemberSpend)
 	// BudgetResetAt is the new budget_reset_at (EventBudgetReset).
 	BudgetResetAt time.Time
+
+	Team   string // team_id (EventTeam*, EventMember*)
+	User   string // user_id (EventUser*, EventMember*)
+	Budget string // budget_id (EventBudgetChanged)
 }
 
 // Sort columns List accepts (the whitelist: anything else is rejected).

@@ -443,6 +443,9 @@ type payload struct {
 // heartbeat id it carries. Anything it cannot read becomes EventReset:
 // purging everything is always safe.
 func (f *feed) decode(raw string) (evs []store.Event, heartbeat string) {
+	if evs, ok := decodeOrg(raw); ok {
+		return evs, ""
+	}
 	var p payload
 	if err := json.Unmarshal([]byte(raw), &p); err != nil {
 		f.log.Warn("postgres: unreadable change-feed payload; resetting caches", "len", len(raw), "err", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/pgtest"
+	"github.com/virtualkeys/sidecar/internal/store/postgres/litellmtest"
 )
 
 // rawListener LISTENs on the feed channel with its own connection and
@@ -229,8 +230,7 @@ func TestLiteLLMRoleWritesThroughTriggers(t *testing.T) {
 func TestRemoveSidecarObjects(t *testing.T) {
 	url := pgtest.URL(t)
 	open(t, url).Close()
-	ref := pgtest.URL(t)
-	litellmtestLoad(t, ref)
+	ref := litellmtest.URL(t)
 	c := sqlConn(t, url)
 	exec(t, c, `DROP SCHEMA litellm_sidecar CASCADE`)
 	if got, want := snapshot(t, url), snapshot(t, ref); got != want {

@@ -23,12 +23,17 @@ import (
 )
 
 // wantTriggers are the only objects the sidecar attaches to LiteLLM's
-// tables: its change triggers, enabled ALWAYS ("A").
+// tables: its change triggers; the key tables' enabled ALWAYS ("A"), the
+// team/user/membership/budget tables' row triggers enabled as usual ("O").
 var wantTriggers = []string{
+	"LiteLLM_BudgetTable/litellm_sidecar_org/O",
 	"LiteLLM_DeprecatedVerificationToken/litellm_sidecar_delete/A",
 	"LiteLLM_DeprecatedVerificationToken/litellm_sidecar_insert/A",
 	"LiteLLM_DeprecatedVerificationToken/litellm_sidecar_truncate/A",
 	"LiteLLM_DeprecatedVerificationToken/litellm_sidecar_update/A",
+	"LiteLLM_TeamMembership/litellm_sidecar_org/O",
+	"LiteLLM_TeamTable/litellm_sidecar_org/O",
+	"LiteLLM_UserTable/litellm_sidecar_org/O",
 	"LiteLLM_VerificationToken/litellm_sidecar_delete/A",
 	"LiteLLM_VerificationToken/litellm_sidecar_insert/A",
 	"LiteLLM_VerificationToken/litellm_sidecar_truncate/A",
@@ -43,8 +48,7 @@ var wantTriggers = []string{
 // sidecar's triggers are all it attached. It returns the first store.
 func onLiteLLM(t *testing.T) (*Store, *Store, string) {
 	t.Helper()
-	url := pgtest.URL(t)
-	litellmtest.Load(t, url)
+	url := litellmtest.URL(t)
 	litellmtest.SeedDefaults(t, url)
 	before := litellmtest.Snapshot(t, url)
 	if trg := litellmtest.Triggers(t, url); len(trg) != 0 {
@@ -88,10 +92,11 @@ func diffLines(a, b string) string {
 	return strings.Join(out, "\n")
 }
 
-// TestConformanceOnLiteLLMSchema runs the store conformance suite on
-// LiteLLM's real schema (LiteLLM first), with a second store (replica) on
-// the same database, and checks LiteLLM's schema is untouched.
-func TestConformanceOnLiteLLMSchema(t *testing.T) {
+// TestConformance runs the store conformance suite on LiteLLM's real
+// schema (LiteLLM first), with a second store (replica) on the same
+// database, and checks LiteLLM's schema is untouched. (The sidecar-first
+// schema is byte-identical to it: TestOrders.)
+func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		a, _, _ := onLiteLLM(t)
 		return a
@@ -208,8 +213,7 @@ func deployLiteLLM(t *testing.T, url string) []string {
 func TestOrders(t *testing.T) {
 	ctx := t.Context()
 	// The reference: LiteLLM's schema as its migrations leave it.
-	ref := pgtest.URL(t)
-	litellmtest.Load(t, ref)
+	ref := litellmtest.URL(t)
 	want := litellmtest.Snapshot(t, ref)
 
 	t.Run("LiteLLM migrations, then the sidecar", func(t *testing.T) {
@@ -268,8 +272,7 @@ func TestOrders(t *testing.T) {
 		url := pgtest.URL(t)
 		open(t, url)
 		got := replay(url)
-		litellmFirst := pgtest.URL(t)
-		litellmtest.Load(t, litellmFirst)
+		litellmFirst := litellmtest.URL(t)
 		want := replay(litellmFirst)
 		t.Logf("replaying LiteLLM's 110 migration files: %d fail on a sidecar-initialised database: %v", len(got), got)
 		if !slices.Equal(got, want) {
@@ -278,8 +281,7 @@ func TestOrders(t *testing.T) {
 	})
 
 	t.Run("LiteLLM upgrade adds a column and an index", func(t *testing.T) {
-		url := pgtest.URL(t)
-		litellmtest.Load(t, url)
+		url := litellmtest.URL(t)
 		s := open(t, url)
 		tok := keys.HashHex("sk-upgrade")
 		if err := s.Create(ctx, &keys.Key{Token: tok}); err != nil {
@@ -311,8 +313,7 @@ func TestOrders(t *testing.T) {
 // rights on the three key tables.
 func TestVerifyOnly(t *testing.T) {
 	ctx := t.Context()
-	url := pgtest.URL(t)
-	litellmtest.Load(t, url)
+	url := litellmtest.URL(t)
 	before := litellmtest.Snapshot(t, url)
 	_, err := Open(ctx, Config{URL: url, VerifyOnly: true})
 	if err == nil || !strings.Contains(err.Error(), "migrations not applied") {
@@ -399,8 +400,7 @@ func TestVerifyOnly(t *testing.T) {
 // index on LiteLLM's table, its triggers and migrations table in public)
 // is cleaned up.
 func TestLegacyObjectsRemoved(t *testing.T) {
-	url := pgtest.URL(t)
-	litellmtest.Load(t, url)
+	url := litellmtest.URL(t)
 	before := litellmtest.Snapshot(t, url)
 	c := sqlConn(t, url)
 	exec(t, c, `CREATE TABLE sidecar_schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`)
@@ -420,8 +420,7 @@ func TestLegacyObjectsRemoved(t *testing.T) {
 // the store creates LiteLLM's other two tables exactly as LiteLLM's
 // migrations define them.
 func TestLegacyTablesAreLiteLLMs(t *testing.T) {
-	ref := pgtest.URL(t)
-	litellmtest.Load(t, ref)
+	ref := litellmtest.URL(t)
 	url := pgtest.URL(t)
 	c := sqlConn(t, url)
 	exec(t, c, `CREATE TABLE "LiteLLM_VerificationToken" (token TEXT PRIMARY KEY, spend DOUBLE PRECISION NOT NULL DEFAULT 0)`)
@@ -442,8 +441,28 @@ func TestLegacyTablesAreLiteLLMs(t *testing.T) {
 	_ = litellm.Legacy
 }
 
-func litellmtestLoad(t *testing.T, url string) { litellmtest.Load(t, url) }
 func snapshot(t *testing.T, url string) string { return litellmtest.Snapshot(t, url) }
 func triggersOn(t *testing.T, url string) []string {
 	return litellmtest.Triggers(t, url)
+}
+
+// TestBootstrapLeavesSessionAlone: creating LiteLLM's schema from its dump
+// (which sets statement_timeout = 0, row_security = off and an empty search_path
+// for its session) leaves the pooled connection's settings as they were.
+func TestBootstrapLeavesSessionAlone(t *testing.T) {
+	url := pgtest.URL(t)
+	s, err := Open(t.Context(), Config{URL: url + "&options=-c%20statement_timeout%3D7000", MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	for setting, want := range map[string]string{"statement_timeout": "7s", "row_security": "on", "client_min_messages": "notice", "search_path": `"$user", public`} {
+		var got string
+		if err := s.pool.QueryRow(t.Context(), "SELECT current_setting($1)", setting).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("%s = %q after the bootstrap, want %q", setting, got, want)
+		}
+	}
 }

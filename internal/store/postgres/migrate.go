@@ -240,10 +240,12 @@ func (st *dbState) requireLiteLLM() error {
 		strings.Join(missing, ", "), st.schema)
 }
 
+// dumpSet matches a session-wide SET at the start of a line of the dump.
+var dumpSet = regexp.MustCompile(`(?m)^SET (\w+) =`)
+
 // bootstrapLiteLLM applies LiteLLM's schema dump. The dump names schema
 // public and empties search_path for the session; here it does so for the
 // transaction only, and search_path is restored after.
-var dumpSet = regexp.MustCompile(`(?m)^SET `)
 
 func bootstrapLiteLLM(ctx context.Context, tx pgx.Tx, schema string) error {
 	if schema != "public" {
@@ -254,9 +256,9 @@ func bootstrapLiteLLM(ctx context.Context, tx pgx.Tx, schema string) error {
 		return errors.New("LiteLLM schema: unexpected search_path settings in the embedded dump")
 	}
 	sql := strings.ReplaceAll(litellm.Schema, sessionWide, `SELECT pg_catalog.set_config('search_path', '', true);`)
-	// pg_dump's SETs (statement_timeout = 0, lock_timeout, ...) would
+	// The dump's SETs (statement_timeout = 0, row_security = off, ...) would
 	// outlive the transaction on this pooled connection: make them local.
-	sql = dumpSet.ReplaceAllString(sql, "SET LOCAL ")
+	sql = dumpSet.ReplaceAllString(sql, "SET LOCAL $1 =")
 	var path string
 	if err := tx.QueryRow(ctx, `SELECT current_setting('search_path')`).Scan(&path); err != nil {
 		return err

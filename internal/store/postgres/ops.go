@@ -418,16 +418,22 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 	n := 0
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		n = 0
-		rows, err := tx.Query(ctx, `SELECT token, budget_duration FROM `+keyTable+`
+		expCol := "NULL::timestamp"
+		if s.cols.present["expires"] {
+			expCol = "expires"
+		}
+		rows, err := tx.Query(ctx, `SELECT token, budget_duration, budget_reset_at, `+expCol+` FROM `+keyTable+`
 			WHERE budget_reset_at <= $1`+expires+` AND budget_duration IS NOT NULL
 			ORDER BY token FOR UPDATE SKIP LOCKED`, cmp)
 		if err != nil {
 			return err
 		}
 		var toks, durs []string
+		var resets, exps []*time.Time
 		var tok, dur string
-		if _, err := pgx.ForEachRow(rows, []any{&tok, &dur}, func() error {
-			toks, durs = append(toks, tok), append(durs, dur)
+		var resetAt, exp *time.Time
+		if _, err := pgx.ForEachRow(rows, []any{&tok, &dur, &resetAt, &exp}, func() error {
+			toks, durs, resets, exps = append(toks, tok), append(durs, dur), append(resets, resetAt), append(exps, exp)
 			return nil
 		}); err != nil {
 			return err
@@ -435,9 +441,13 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 		var due []string
 		var next []time.Time
 		for i, tok := range toks {
-			nx, err := keys.NextResetFromString(durs[i], nowT)
-			if err != nil {
+			if _, err := keys.ParseDuration(durs[i]); err != nil {
 				s.log.Warn("postgres: budget reset skipped: bad budget_duration", "key", keys.Redact(tok), "budget_duration", durs[i], "err", err)
+				continue
+			}
+			// The SQL above selects candidates; the shared rule decides.
+			nx, ok := keys.BudgetResetDue(utcPtr(resets[i]), utcPtr(exps[i]), &durs[i], nowT)
+			if !ok {
 				continue
 			}
 			due = append(due, tok)
@@ -527,4 +537,13 @@ func (s *Store) Audits(ctx context.Context, objectID string) ([]*keys.Audit, err
 		return nil, fmt.Errorf("postgres: audits: %w", err)
 	}
 	return out, nil
+}
+
+// utcPtr reads a timestamp (without time zone) column as UTC.
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), time.UTC)
+	return &u
 }

@@ -98,6 +98,7 @@ type Store struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
 	cols *columns
+	org  *orgTables // teams, users, memberships, budgets (org.go)
 
 	feed *feed
 
@@ -192,6 +193,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("postgres: read key table columns on %s: %w", where, err)
 	}
 	s.cols = cols
+	if s.org, err = loadOrg(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: read team and user table columns on %s: %w", where, err)
+	}
 	if missing := cols.missing(); len(missing) > 0 {
 		log.Info("postgres: key table lacks columns; they read as zero values and are not written", "columns", missing)
 	}

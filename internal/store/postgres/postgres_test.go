@@ -57,20 +57,6 @@ func exec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
 	}
 }
 
-// TestConformance: the sidecar first, on an empty database (it creates
-// LiteLLM's schema itself).
-func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		url := pgtest.URL(t)
-		s, err := Open(t.Context(), Config{URL: url})
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		litellmtest.SeedDefaults(t, url) // the ids the suite's keys reference
-		return s
-	})
-}
-
 func TestOpenConcurrentMigrations(t *testing.T) {
 	url := pgtest.URL(t)
 	const n = 4
@@ -551,4 +537,14 @@ func TestOpenOnMinimalKeyTable(t *testing.T) {
 	if err != nil || res.Total != 1 {
 		t.Errorf("List = %+v, %v", res, err)
 	}
+}
+
+func TestOrgConformance(t *testing.T) {
+	storetest.RunOrg(t, func(t *testing.T) storetest.OrgStore {
+		s, err := Open(t.Context(), Config{URL: pgtest.URL(t)})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	})
 }

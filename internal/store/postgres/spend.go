@@ -41,14 +41,14 @@ func (s *Store) ApplySpend(ctx context.Context, b *store.SpendBatch) (map[string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		clear(out)
 		if b.ID != "" {
-			tag, err := tx.Exec(ctx, `INSERT INTO sidecar_spend_batches (id, applied_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, b.ID, now())
+			tag, err := tx.Exec(ctx, `INSERT INTO litellm_sidecar.spend_batches (id, applied_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING`, b.ID, now())
 			if err != nil {
 				return fmt.Errorf("batch id: %w", err)
 			}
 			if tag.RowsAffected() == 0 { // applied before: report, change nothing
 				return s.currentSpend(ctx, tx, toks, out)
 			}
-			if _, err := tx.Exec(ctx, `DELETE FROM sidecar_spend_batches WHERE applied_at < $1`, now().Add(-spendBatchRetention)); err != nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM litellm_sidecar.spend_batches WHERE applied_at < $1`, now().Add(-spendBatchRetention)); err != nil {
 				return fmt.Errorf("expire batch ids: %w", err)
 			}
 		}

@@ -149,12 +149,14 @@ const (
 //   - nothing the store reads changed: nothing.
 //
 // Only columns the store reads are compared: a change to any other column
-// cannot change a cached key.
+// cannot change a cached key. model_spend is left out too: metering flushes
+// change it with spend, and no cached decision reads it, so such a flush
+// stays a spend-only change that caches apply in place.
 func keyUpdateFunction(types map[string]string) string {
 	var cmp []string
 	for _, kc := range knownColumns {
 		typ, ok := types[kc.name]
-		if !ok || kc.name == "token" || kc.name == spendCol || kc.name == resetCol || kc.name == "updated_at" {
+		if !ok || kc.name == "token" || kc.name == spendCol || kc.name == resetCol || kc.name == "updated_at" || kc.name == "model_spend" {
 			continue
 		}
 		o, n := "o."+quote(kc.name), "n."+quote(kc.name)

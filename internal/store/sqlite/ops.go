@@ -385,9 +385,12 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 	nowS := formatTime(nowT)
 	err := s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
 		n = 0
-		type due struct{ token, dur string }
+		type due struct {
+			token, dur       string
+			resetAt, expires sql.NullString
+		}
 		var dues []due
-		rows, err := tx.QueryContext(ctx, fmt.Sprintf(`SELECT token, budget_duration FROM %s
+		rows, err := tx.QueryContext(ctx, fmt.Sprintf(`SELECT token, budget_duration, budget_reset_at, expires FROM %s
 			WHERE budget_reset_at IS NOT NULL AND budget_reset_at <= ?
 			  AND (expires IS NULL OR expires >= ?) AND budget_duration IS NOT NULL
 			ORDER BY token`, keyTable), nowS, nowS)
@@ -396,7 +399,7 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 		}
 		for rows.Next() {
 			var d due
-			if err := rows.Scan(&d.token, &d.dur); err != nil {
+			if err := rows.Scan(&d.token, &d.dur, &d.resetAt, &d.expires); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("sqlite: reset budgets: %w", translate(err, nil))
 			}
@@ -409,12 +412,28 @@ func (s *Store) ResetBudgets(ctx context.Context, nowT time.Time) (int, error) {
 		upd := formatTime(now())
 		var evs []store.Event
 		for _, d := range dues {
-			dur, err := keys.ParseDuration(d.dur)
-			if err != nil {
+			if _, err := keys.ParseDuration(d.dur); err != nil {
 				s.log.Warn("sqlite: budget reset skipped: bad budget_duration", "key", keys.Redact(d.token), "budget_duration", d.dur, "err", err)
 				continue
 			}
-			next := dur.NextReset(nowT)
+			// The SQL above selects candidates; the shared rule decides.
+			var resetAt, expires *time.Time
+			for _, c := range []struct {
+				ns  sql.NullString
+				out **time.Time
+			}{{d.resetAt, &resetAt}, {d.expires, &expires}} {
+				if c.ns.Valid {
+					t, err := parseTime(c.ns.String)
+					if err != nil {
+						return nil, fmt.Errorf("sqlite: reset budget %s: %w", keys.Redact(d.token), err)
+					}
+					*c.out = &t
+				}
+			}
+			next, ok := keys.BudgetResetDue(resetAt, expires, &d.dur, nowT)
+			if !ok {
+				continue
+			}
 			if err := checkTime("budget_reset_at", &next); err != nil {
 				return nil, err
 			}

@@ -438,3 +438,13 @@ func TestPanicInFn(t *testing.T) {
 		t.Errorf("spend = %v, want 1 (the panicking update rolled back)", k.Spend)
 	}
 }
+
+func TestOrgConformance(t *testing.T) {
+	storetest.RunOrg(t, func(t *testing.T) storetest.OrgStore {
+		s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "org.db"), nil)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s
+	})
+}

@@ -92,6 +92,7 @@ func Run(t *testing.T, open Opener) {
 		{"AddSpendConcurrent", s.testAddSpendConcurrent},
 		{"ResetBudgets", s.testResetBudgets},
 		{"AppendAudit", s.testAppendAudit},
+		{"ListTokens", s.testListTokens},
 		{"Subscribe", s.testSubscribe},
 		{"Ping", s.testPing},
 		{"Close", s.testClose},

@@ -1,20 +1,132 @@
 // Package litellmtest helps tests run against LiteLLM's real Postgres
-// schema: load it into a fresh database, seed the rows its foreign keys
-// need, and snapshot every LiteLLM table's definition from the catalog to
-// prove nothing of LiteLLM's was changed.
+// schema: a fresh database holding it, the rows its foreign keys need, and
+// a snapshot of every LiteLLM table's definition from the catalog to prove
+// nothing of LiteLLM's was changed.
+//
+// URL copies each database from a template database holding LiteLLM's
+// schema (CREATE DATABASE ... TEMPLATE, much faster than loading the
+// schema each time). The template, sidecar_litellm_tmpl_<hash of the
+// schema>, is made once per schema version on the TEST_DATABASE_URL server
+// and kept there for later runs.
 package litellmtest
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/virtualkeys/sidecar/internal/pgtest"
 	"github.com/virtualkeys/sidecar/internal/store/postgres/litellm"
 )
+
+// templateLock serializes template creation across test processes.
+const templateLock int64 = 0x6c6974656c6c6d54 // "litellmT"
+
+func templateName() string {
+	h := sha256.Sum256([]byte(litellm.Schema))
+	return "sidecar_litellm_tmpl_" + hex.EncodeToString(h[:4])
+}
+
+func withDB(base, name string) string {
+	u, err := url.Parse(base)
+	if err != nil {
+		return base
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// ensureTemplate makes the template database if it does not exist yet.
+func ensureTemplate(t testing.TB, ctx context.Context, admin *pgx.Conn, base string) string {
+	t.Helper()
+	name := templateName()
+	if _, err := admin.Exec(ctx, `SELECT pg_advisory_lock($1)`, templateLock); err != nil {
+		t.Fatalf("litellmtest: lock: %v", err)
+	}
+	defer func() { _, _ = admin.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, templateLock) }()
+	var exists bool
+	if err := admin.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		t.Fatalf("litellmtest: %v", err)
+	}
+	if exists {
+		return name
+	}
+	building := name + "_building"
+	if _, err := admin.Exec(ctx, `DROP DATABASE IF EXISTS `+building+` WITH (FORCE)`); err != nil {
+		t.Fatalf("litellmtest: %v", err)
+	}
+	if _, err := admin.Exec(ctx, `CREATE DATABASE `+building); err != nil {
+		t.Fatalf("litellmtest: create template: %v", err)
+	}
+	c, err := pgx.Connect(ctx, withDB(base, building))
+	if err != nil {
+		t.Fatalf("litellmtest: connect template: %v", err)
+	}
+	_, err = c.Exec(ctx, litellm.Schema)
+	_ = c.Close(context.Background())
+	if err != nil {
+		t.Fatalf("litellmtest: load LiteLLM's schema into the template: %v", err)
+	}
+	if _, err := admin.Exec(ctx, `ALTER DATABASE `+building+` RENAME TO `+name); err != nil {
+		t.Fatalf("litellmtest: %v", err)
+	}
+	return name
+}
+
+// URL creates a fresh database holding LiteLLM's schema exactly as
+// LiteLLM's migrations leave it ("LiteLLM first") and returns its URL. It
+// is dropped when the test ends. Like pgtest.URL it skips without
+// TEST_DATABASE_URL, and fails instead when CI is set.
+func URL(t testing.TB) string {
+	t.Helper()
+	base := pgtest.BaseURL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("litellmtest: connect: %v", err)
+	}
+	defer admin.Close(context.Background())
+	tmpl := ensureTemplate(t, ctx, admin, base)
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "sidecar_test_" + hex.EncodeToString(b[:])
+	for {
+		_, err := admin.Exec(ctx, `CREATE DATABASE `+name+` TEMPLATE `+tmpl)
+		var pgErr *pgconn.PgError
+		if err == nil {
+			break
+		}
+		if !errors.As(err, &pgErr) || pgErr.Code != "55006" || ctx.Err() != nil { // object_in_use: another copy runs
+			t.Fatalf("litellmtest: create database from template: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("litellmtest: connect for drop: %v", err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("litellmtest: drop database %s: %v", name, err)
+		}
+	})
+	return withDB(base, name)
+}
 
 func connect(t testing.TB, url string) (*pgx.Conn, context.Context, context.CancelFunc) {
 	t.Helper()

@@ -1,0 +1,102 @@
+package authz
+
+import (
+	"context"
+	"time"
+
+	"github.com/virtualkeys/sidecar/internal/cache"
+)
+
+// OrgCache is what the Authorizer needs to find a key's team, user and
+// team membership; *cache.OrgCache satisfies it. Each returns (nil, nil)
+// for an object that does not exist and an error when the store could not
+// answer.
+type OrgCache interface {
+	Team(ctx context.Context, id string, now time.Time) (*cache.Team, error)
+	User(ctx context.Context, id string, now time.Time) (*cache.User, error)
+	Member(ctx context.Context, teamID, userID string, now time.Time) (*cache.Member, error)
+}
+
+// org is what the team and user checks see of one request: the key's team,
+// its user and the user's membership in the team, each nil when the key
+// names none or the row does not exist (LiteLLM then skips the checks that
+// need it).
+type org struct {
+	teamID, userID string
+	team           *cache.Team
+	user           *cache.User
+	member         *cache.Member
+}
+
+// resolveOrg looks up the key's team, user and membership. With no
+// OrgCache configured every object is absent. A lookup the store could not
+// answer fails the Check closed.
+func (a *Authorizer) resolveOrg(ctx context.Context, e *cache.Entry, o *org, now time.Time) bool {
+	if a.org == nil {
+		return true
+	}
+	var err error
+	if t := e.Key.TeamID; t != nil && *t != "" {
+		o.teamID = *t
+		if o.team, err = a.org.Team(ctx, o.teamID, now); err != nil {
+			return false
+		}
+	}
+	if u := e.Key.UserID; u != nil && *u != "" {
+		o.userID = *u
+		if o.team != nil {
+			if o.member, err = a.org.Member(ctx, o.teamID, o.userID, now); err != nil {
+				return false
+			}
+		}
+		// A team key needs its user only for the member budget (LiteLLM
+		// checks it only when the user's row exists).
+		if o.team == nil || (o.member != nil && o.member.HasBudget) {
+			if o.user, err = a.org.User(ctx, o.userID, now); err != nil {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// orgAccess resolves the key's team, user and membership into o and runs
+// LiteLLM's team and user access checks (common_checks 1, 2, 2.2 and 2.1),
+// after the key's own model check: team blocked, team model access, the
+// team member's model scope, a personal key's user model list.
+func (a *Authorizer) orgAccess(ctx context.Context, e *cache.Entry, o *org, names []string, now time.Time) (Decision, bool) {
+	if !a.resolveOrg(ctx, e, o, now) {
+		if ctx.Err() != nil {
+			return unavailable("Authorization deadline passed"), true
+		}
+		return unavailable("Key store unavailable"), true
+	}
+	if d, deny := teamBlocked(o); deny {
+		return d, true
+	}
+	for _, name := range names {
+		if d, deny := a.teamModel(o, name); deny {
+			return d, true
+		}
+		if d, deny := a.memberModel(o, name); deny {
+			return d, true
+		}
+		if d, deny := a.userModel(o, name); deny {
+			return d, true
+		}
+	}
+	return Decision{}, false
+}
+
+// orgBudgets runs LiteLLM's team and user budget checks (common_checks 3,
+// 4.1 and 4.2), after the key's own budget: team budget, a personal key's
+// user budget, the team member's budget.
+func (a *Authorizer) orgBudgets(o *org, now time.Time) (Decision, bool) {
+	if d, deny := teamBudget(o, now); deny {
+		return d, true
+	}
+	if d, deny := userBudget(o, now); deny {
+		return d, true
+	}
+	return memberBudget(o, now)
+}

@@ -1,0 +1,22 @@
+package cache
+
+// Peek returns what is cached for h, without Get's checks (tests only).
+func (c *Cache) Peek(h [32]byte) *Entry {
+	e, _ := c.rc.Get(slot(&h))
+	return e
+}
+
+// FilterKeys is how many hashes the known-key filter holds, -1 before it
+// is built (tests only).
+func (c *Cache) FilterKeys() int64 {
+	if f := c.filter.Load(); f != nil {
+		return f.n.Load()
+	}
+	return -1
+}
+
+// FilterHas reports whether the known-key filter may contain h (tests only).
+func (c *Cache) FilterHas(h [32]byte) bool {
+	f := c.filter.Load()
+	return f != nil && f.has(&h)
+}
