@@ -113,7 +113,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("budget job: %w", err)
 	}
 
-	alerts, err := budgetalert.New(budgetalert.Config{Keys: kc, Sender: hooks, Registerer: reg, Logger: log.With("component", "budgetalert")})
+	alerts, err := budgetalert.New(budgetalert.Config{Keys: kc, Sender: hooks, Store: st, Registerer: reg, Logger: log.With("component", "budgetalert")})
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -136,7 +136,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:  append([]func(context.Context) error{resets.Run, hooks.Run, meter.accountant.Run, meter.prices.Run}, jobs...),
+		jobs:  append([]func(context.Context) error{resets.Run, hooks.Run, alerts.Run, meter.accountant.Run, meter.prices.Run}, jobs...),
 		close: closeAll,
 	}, nil
 }

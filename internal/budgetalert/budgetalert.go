@@ -19,13 +19,19 @@
 // event handed to the sender (asynchronous; never on the Check's path).
 //
 // State is in memory, per replica: each replica alerts once per crossing
-// it observes. After a restart, a key already past its soft budget whose
-// soft_budget_cooldown is set (LiteLLM sets it once it alerted) is not
-// alerted again; others are alerted again at their next metered request.
+// it observes. The soft budget's is also kept in the key's
+// soft_budget_cooldown column, as LiteLLM keeps it: set once the alert
+// went out, cleared when the spend is back under the soft budget (written
+// asynchronously by Run through Config.Store). A key whose flag is set is
+// not alerted again, after a restart or by another replica that has
+// reloaded it. Max-budget levels are in memory only: after a restart a key
+// already past a level is alerted again at its next metered request.
 package budgetalert
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"math"
 	"strconv"
@@ -36,6 +42,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/virtualkeys/sidecar/internal/cache"
+	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/spend"
 	"github.com/virtualkeys/sidecar/internal/webhook"
 )
@@ -43,6 +50,11 @@ import (
 // Sender delivers webhook events without blocking (*webhook.Sender).
 type Sender interface {
 	Send(webhook.Event)
+}
+
+// Store writes the soft_budget_cooldown flag (store.Store's Update).
+type Store interface {
+	Update(ctx context.Context, hash string, fn func(k *keys.Key) error) (*keys.Key, error)
 }
 
 // Keys finds a key's cached entry by hex hash without loading it
@@ -55,6 +67,9 @@ type Keys interface {
 type Config struct {
 	Keys   Keys   // required
 	Sender Sender // nil: log and metric only
+	// Store receives soft_budget_cooldown writes (Run applies them); nil
+	// keeps the soft budget's state in memory only.
+	Store Store
 	// Now is the clock (temporary budget increases). nil = time.Now.
 	Now        func() time.Time
 	Logger     *slog.Logger          // nil discards
@@ -89,14 +104,26 @@ type Alerter struct {
 	log     *slog.Logger
 	maxKeys int
 	alerts  *prometheus.CounterVec
+	store   Store
+	writes  chan cooldown
 
 	mu sync.Mutex
 	st map[string]state
 }
 
+// cooldown is a soft_budget_cooldown write.
+type cooldown struct {
+	hash string
+	on   bool
+}
+
 // New builds an Alerter.
 func New(cfg Config) (*Alerter, error) {
-	a := &Alerter{keys: cfg.Keys, send: cfg.Sender, now: cfg.Now, log: cfg.Logger, maxKeys: cfg.MaxKeys, st: map[string]state{}}
+	if cfg.Keys == nil {
+		return nil, errors.New("budgetalert: Keys is required")
+	}
+	a := &Alerter{keys: cfg.Keys, send: cfg.Sender, now: cfg.Now, log: cfg.Logger, maxKeys: cfg.MaxKeys, st: map[string]state{},
+		store: cfg.Store, writes: make(chan cooldown, 1024)}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -156,6 +183,9 @@ func (a *Alerter) observe(e *cache.Entry) {
 	if !seen && softCrossed && e.Key.SoftBudgetCooldown {
 		old.soft = true // alerted before (LiteLLM's cooldown flag): not again
 	}
+	if hasSoft && !softCrossed && e.Key.SoftBudgetCooldown && (!seen || old.soft) {
+		a.write(cooldown{e.Key.Token, false}) // back under: re-arm for good
+	}
 	next := state{max: lv, soft: softCrossed, spend: spent, budget: max, sb: soft}
 	// A level is re-armed only when the spend really fell (a budget reset)
 	// or the budget changed; settling a flush may move the cached spend by
@@ -199,6 +229,41 @@ func (a *Alerter) observe(e *cache.Entry) {
 			ev.MaxBudget = &max
 		}
 		a.raise(ev)
+		if !e.Key.SoftBudgetCooldown {
+			a.write(cooldown{e.Key.Token, true})
+		}
+	}
+}
+
+// write queues a soft_budget_cooldown write without blocking.
+func (a *Alerter) write(c cooldown) {
+	if a.store == nil {
+		return
+	}
+	select {
+	case a.writes <- c:
+	default:
+		a.log.Warn("soft_budget_cooldown write dropped: queue full", "key_hash", c.hash[:min(12, len(c.hash))])
+	}
+}
+
+// Run applies the soft_budget_cooldown writes until ctx ends.
+func (a *Alerter) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case c := <-a.writes:
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := a.store.Update(wctx, c.hash, func(k *keys.Key) error {
+				k.SoftBudgetCooldown = c.on
+				return nil
+			})
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				a.log.Warn("soft_budget_cooldown not written", "key_hash", c.hash[:min(12, len(c.hash))], "err", err)
+			}
+		}
 	}
 }
 

@@ -303,3 +303,85 @@ func TestWebhookOncePerCrossing(t *testing.T) {
 }
 
 func jsonFloat(f float64) string { b, _ := json.Marshal(f); return string(b) }
+
+// TestSoftBudgetCooldownWritten: the soft alert sets soft_budget_cooldown
+// in the store (asynchronously), so a restarted alerter does not repeat it;
+// the spend back under the soft budget clears it.
+func TestSoftBudgetCooldownWritten(t *testing.T) {
+	ke := newKey(t, keys.Key{Metadata: map[string]any{"soft_budget": 4.0}})
+	s := &sent{}
+	a, err := budgetalert.New(budgetalert.Config{Keys: ke.cache, Sender: s, Store: ke.st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	ke.cache.AddSpend(ke.hash, 5)
+	a.Spent(&spend.Record{KeyHash: ke.hash, Cost: 5})
+	if got := s.take(); len(got) != 1 {
+		t.Fatalf("alerts %q", got)
+	}
+	cooldown := func(want bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			k, err := ke.st.Get(context.Background(), ke.hash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k.SoftBudgetCooldown == want {
+				return
+			}
+		}
+		t.Fatalf("soft_budget_cooldown never became %v", want)
+	}
+	cooldown(true)
+
+	// A restart: a fresh cache reads the row (spend 5, flag set).
+	ke.cache.SettleSpend(ke.hash, 5, 1, 5)
+	if _, err := ke.st.Update(context.Background(), ke.hash, func(k *keys.Key) error { k.Spend = 5; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newCacheOn(t, ke.st, ke.hash)
+	b, err := budgetalert.New(budgetalert.Config{Keys: fresh, Sender: s, Store: ke.st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Spent(&spend.Record{KeyHash: ke.hash, Cost: 0.5})
+	if got := s.take(); len(got) != 0 {
+		t.Fatalf("restart re-alerted: %q", got)
+	}
+	// Back under the soft budget (a reset): the flag is cleared.
+	fresh.ApplyBudgetReset(ke.hash, 0, time.Now().Add(time.Hour))
+	fresh.Wait()
+	a2, err := budgetalert.New(budgetalert.Config{Keys: fresh, Sender: s, Store: ke.st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done2 := make(chan error, 1)
+	go func() { done2 <- a2.Run(ctx2) }()
+	defer func() { cancel2(); <-done2 }()
+	a2.Spent(&spend.Record{KeyHash: ke.hash, Cost: 0.5})
+	cooldown(false)
+}
+
+func newCacheOn(t *testing.T, st *sqlite.Store, hash string) *cache.Cache {
+	t.Helper()
+	c, err := cache.New(cache.Config{Loader: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var h [32]byte
+	if _, err := hex.Decode(h[:], []byte(hash)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	c.Wait()
+	return c
+}
