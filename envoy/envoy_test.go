@@ -207,6 +207,13 @@ func TestConfigsAreValidEnvoyBootstraps(t *testing.T) {
 			if p.hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction() != corev3.HttpProtocolOptions_DROP_HEADER {
 				t.Error("headers with underscores are allowed: x_litellm_team_id would bypass the removal")
 			}
+			// The sidecar reads models from the path: it must see the path
+			// the upstream serves (issue 8: dot segments, %2F in a model).
+			if !p.hcm.GetNormalizePath().GetValue() || !p.hcm.GetMergeSlashes() ||
+				p.hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_REJECT_REQUEST {
+				t.Errorf("normalize_path %v, merge_slashes %v, path_with_escaped_slashes_action %v: want true, true, REJECT_REQUEST",
+					p.hcm.GetNormalizePath(), p.hcm.GetMergeSlashes(), p.hcm.GetPathWithEscapedSlashesAction())
+			}
 			if removed["x-litellm-api-key"] {
 				t.Error("header_mutation removes x-litellm-api-key, a credential header the sidecar must see")
 			}
@@ -223,6 +230,12 @@ func TestConfigsAreValidEnvoyBootstraps(t *testing.T) {
 			body := a.GetWithRequestBody()
 			if body == nil || !body.GetAllowPartialMessage() || body.GetMaxRequestBytes() == 0 {
 				t.Errorf("with_request_body = %v: the sidecar needs the body (partial allowed) to read the model", body)
+			}
+			// A cut body denies keys with a model restriction: the limit must
+			// hold long-context requests, and fit the sidecar's default
+			// --max-body-bytes (its gRPC message limit), 1 MiB.
+			if n := body.GetMaxRequestBytes(); n != 1<<20 {
+				t.Errorf("max_request_bytes = %d, want 1 MiB (docs/benchmarks.md: the Check's cost per MB)", n)
 			}
 			if p.route.GetTimeout() == nil || p.route.GetTimeout().AsDuration() != 0 {
 				t.Errorf("route timeout = %v, want 0s for long generations", p.route.GetTimeout())

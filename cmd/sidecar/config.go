@@ -15,8 +15,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"github.com/virtualkeys/sidecar/internal/litellmconfig"
 	"github.com/virtualkeys/sidecar/internal/pricing"
 	"github.com/virtualkeys/sidecar/internal/pybool"
+
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 // Config is the sidecar's whole configuration. Each field's comment says
@@ -79,13 +83,23 @@ type Config struct {
 	// KeyHeader, when set, is the only header the Check reads the key from,
 	// replacing LiteLLM's list.
 	KeyHeader string
-	// ModelHeader, when set, names a request header that carries the model
-	// when the body and path do not.
+	// ModelHeader, when set, names a request header that carries a model;
+	// like every model the request names, it must be allowed.
 	ModelHeader string
+	// ModelAliasesResolved lets a key's aliases grant access to the alias
+	// name, for deployments where something downstream (a LiteLLM proxy or
+	// router) resolves aliases. false: the requested name must be allowed.
+	ModelAliasesResolved bool
 	// IdentityHeaderPrefix prefixes the identity headers set on allow.
 	IdentityHeaderPrefix string
 	// AccessGroupsFile is a JSON file {"group": ["model", ...]}; empty = none.
+	// Its groups are merged with those of ConfigFile's model_list.
 	AccessGroupsFile string
+	// ConfigFile is an operator's LiteLLM config.yaml; empty = none. Flags
+	// and environment variables override what it sets.
+	ConfigFile string
+	// LiteLLM is what parseConfig read from ConfigFile; nil when none.
+	LiteLLM *litellmconfig.Config
 	// MaxBodyBytes caps management request bodies and the gRPC message size.
 	MaxBodyBytes int64
 	// TrustForwarded makes the HTTP authz mode read the original method and
@@ -136,6 +150,22 @@ type Config struct {
 	// InjectIncludeUsage lets ext_proc add stream_options.include_usage to
 	// OpenAI streams; false = such streams are charged by estimate.
 	InjectIncludeUsage bool
+	// RateLimitWindow is the rate-limit window (whole seconds; LiteLLM's
+	// LITELLM_RATE_LIMIT_WINDOW_SIZE).
+	RateLimitWindow time.Duration
+	// TokenRateLimitType is output, input or total: the tokens tpm limits count.
+	TokenRateLimitType ratelimit.TokenType
+	// RateLimitLeaseTimeout frees a max_parallel_requests slot whose
+	// response end never arrived.
+	RateLimitLeaseTimeout time.Duration
+	// RedisURL, when set, keeps rate-limit counters in Redis, shared by
+	// every replica; empty counts on this replica only.
+	RedisURL string
+	// RedisTimeout bounds one Redis round trip of the Check; past it the
+	// Check counts locally until Redis answers again.
+	RedisTimeout time.Duration
+	// RedisKeyPrefix is put before every rate-limit key in Redis.
+	RedisKeyPrefix string
 }
 
 // errHelp is returned when -h/--help was asked for; usage was printed.
@@ -251,8 +281,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 		fs.Int64Var(p, name, v, help+envHelp([]string{envName}))
 	}
 
-	var logLevel string
-	var cacheMax, cacheLoads, unknownRate int64
+	var logLevel, tokenType string
+	var cacheMax, cacheLoads, unknownRate, window int64
+	str(&c.ConfigFile, "config", "", "LiteLLM config.yaml to read master_key, database_url, key-generation settings, model access groups and prices from (flags and environment override it; see docs/config.md)", "SIDECAR_CONFIG")
 	str(&c.MasterKey, "master-key", "", "admin key for the management API and the data plane; required with --database-url; with the embedded store generated and kept in the data dir when empty", "SIDECAR_MASTER_KEY", "LITELLM_MASTER_KEY")
 	str(&c.DatabaseURL, "database-url", "", "postgres:// URL of the key database; empty = embedded store in the data dir", "DATABASE_URL")
 	str(&c.FeedDatabaseURL, "feed-database-url", "", "postgres:// URL the change-feed listener uses (LISTEN needs a session: set a direct URL when --database-url goes through PgBouncer transaction pooling); empty = --database-url", "SIDECAR_FEED_DATABASE_URL")
@@ -274,7 +305,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	integer(&unknownRate, "cache-unknown-rate", 20, "keys per second not in the known-key filter that may still be looked up in the store (flood budget)", "SIDECAR_CACHE_UNKNOWN_RATE")
 	dur(&c.FeedStaleBound, "feed-stale-bound", 30*time.Second, "while the change feed is down, re-read cached keys older than this (served as cached if the store is down too)", "SIDECAR_FEED_STALE_BOUND")
 	str(&c.KeyHeader, "key-header", "", "read the key only from this header instead of LiteLLM's list", "SIDECAR_KEY_HEADER")
-	str(&c.ModelHeader, "model-header", "", "header carrying the model when the body and path do not", "SIDECAR_MODEL_HEADER")
+	str(&c.ModelHeader, "model-header", "", "header carrying a model; checked like every other place a model is named", "SIDECAR_MODEL_HEADER")
+	aliases := env("SIDECAR_MODEL_ALIASES_RESOLVED") == "true" || env("SIDECAR_MODEL_ALIASES_RESOLVED") == "1"
+	fs.BoolVar(&c.ModelAliasesResolved, "model-aliases-resolved", aliases, "a key's aliases grant access to the alias name (set only when a LiteLLM proxy or router upstream resolves aliases)"+envHelp([]string{"SIDECAR_MODEL_ALIASES_RESOLVED"}))
 	str(&c.IdentityHeaderPrefix, "identity-header-prefix", "x-litellm-", "prefix of the identity headers set upstream on allow", "SIDECAR_IDENTITY_HEADER_PREFIX")
 	str(&c.AccessGroupsFile, "access-groups-file", "", `JSON file of model access groups {"group": ["model", ...]}`, "SIDECAR_ACCESS_GROUPS_FILE")
 	integer(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "cap on management request bodies and on the request body the Check reads", "SIDECAR_MAX_BODY_BYTES")
@@ -282,6 +315,20 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	dur(&c.BudgetResetInterval, "budget-reset-interval", time.Minute, "how often keys past budget_reset_at are reset", "SIDECAR_BUDGET_RESET_INTERVAL")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "bound on the graceful drain", "SIDECAR_SHUTDOWN_TIMEOUT")
 	dur(&c.ShutdownDelay, "shutdown-delay", 0, "keep serving while not ready for this long before draining", "SIDECAR_SHUTDOWN_DELAY")
+	window = 60
+	if v := env("SIDECAR_RATE_LIMIT_WINDOW_SIZE", "LITELLM_RATE_LIMIT_WINDOW_SIZE"); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err != nil {
+			envErrs = append(envErrs, fmt.Errorf("rate-limit window size: invalid integer %q", v))
+		} else {
+			window = n
+		}
+	}
+	fs.Int64Var(&window, "rate-limit-window-size", window, "rate-limit window in seconds (rpm and tpm count per window)"+envHelp([]string{"SIDECAR_RATE_LIMIT_WINDOW_SIZE", "LITELLM_RATE_LIMIT_WINDOW_SIZE"}))
+	str(&tokenType, "token-rate-limit-type", "output", "tokens that count toward tpm limits: output, input or total", "SIDECAR_TOKEN_RATE_LIMIT_TYPE")
+	dur(&c.RateLimitLeaseTimeout, "rate-limit-lease-timeout", ratelimit.DefaultLeaseTimeout, "a max_parallel_requests slot whose response end never arrives is freed after this long", "SIDECAR_RATE_LIMIT_LEASE_TIMEOUT")
+	str(&c.RedisURL, "redis-url", "", "redis:// or rediss:// URL: rate-limit counters shared by every replica; empty = counted on this replica", "SIDECAR_REDIS_URL", "REDIS_URL")
+	dur(&c.RedisTimeout, "redis-timeout", ratelimit.DefaultRedisTimeout, "bound on one Redis round trip; past it the Check counts locally until Redis answers", "SIDECAR_REDIS_TIMEOUT")
+	str(&c.RedisKeyPrefix, "redis-key-prefix", "vk:", "prefix of the rate-limit keys in Redis", "SIDECAR_REDIS_KEY_PREFIX")
 
 	var spendLogs int64
 	var unknownCost string
@@ -319,6 +366,21 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 
 	errs := envErrs
+	if c.ConfigFile != "" {
+		lc, err := litellmconfig.Load(c.ConfigFile, getenv)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--config: %w", err))
+		} else {
+			c.LiteLLM = lc
+			// config.yaml sits below flags and environment variables.
+			if c.MasterKey == "" {
+				c.MasterKey = lc.MasterKey
+			}
+			if c.DatabaseURL == "" {
+				c.DatabaseURL = lc.DatabaseURL
+			}
+		}
+	}
 	switch c.DecisionLog {
 	case "off", "deny", "all":
 	default:
@@ -425,6 +487,30 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	}
 	if _, err := parseDeployments(c.ModelDeployments); err != nil {
 		errs = append(errs, err)
+	}
+	if window < 1 || window > 1<<31 {
+		errs = append(errs, fmt.Errorf("--rate-limit-window-size: %d is not a number of seconds >= 1", window))
+	} else {
+		c.RateLimitWindow = time.Duration(window) * time.Second
+	}
+	if t, err := ratelimit.ParseTokenType(tokenType); err != nil {
+		errs = append(errs, fmt.Errorf("--token-rate-limit-type: %w", err))
+	} else {
+		c.TokenRateLimitType = t
+	}
+	if c.RateLimitLeaseTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--rate-limit-lease-timeout: %s is below 1s", c.RateLimitLeaseTimeout))
+	}
+	if c.RedisTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--redis-timeout: %s must be positive", c.RedisTimeout))
+	}
+	if c.RedisURL != "" {
+		if _, err := redis.ParseURL(c.RedisURL); err != nil {
+			errs = append(errs, errors.New("--redis-url: not a redis:// or rediss:// URL"))
+		}
+	}
+	if strings.ContainsAny(c.RedisKeyPrefix, "{}") {
+		errs = append(errs, errors.New("--redis-key-prefix: must not contain { or } (Redis Cluster hash tags)"))
 	}
 	if c.MaxBodyBytes < 1024 {
 		errs = append(errs, fmt.Errorf("--max-body-bytes: %d is below the 1024-byte minimum", c.MaxBodyBytes))

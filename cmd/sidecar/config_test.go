@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -30,7 +32,8 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 				DecisionLog: "off", DecisionLogSample: 0.01, GRPCMetrics: true, FeedHeartbeat: 5 * time.Second,
 				MgmtTimeout: 10 * time.Second, DBStatementTimeout: 5 * time.Second,
 				CacheMaxLoads: 64, CacheUnknownRate: 20, FeedStaleBound: 30 * time.Second,
-				SpendFlushInterval: time.Second, SpendMaxPendingLogs: 100000, InjectIncludeUsage: true}
+				SpendFlushInterval: time.Second, SpendMaxPendingLogs: 100000, InjectIncludeUsage: true,
+				RateLimitWindow: time.Minute, RateLimitLeaseTimeout: 10 * time.Minute, RedisTimeout: 100 * time.Millisecond, RedisKeyPrefix: "vk:"}
 			if !reflect.DeepEqual(*c, want) {
 				t.Errorf("got %+v\nwant %+v", *c, want)
 			}
@@ -63,6 +66,17 @@ func TestParseConfigDefaultsAndPrecedence(t *testing.T) {
 					t.Errorf("flags not preferred: %+v", *c)
 				}
 			}},
+		{"rate limits from env", nil, map[string]string{"LITELLM_RATE_LIMIT_WINDOW_SIZE": "30", "SIDECAR_TOKEN_RATE_LIMIT_TYPE": "total",
+			"REDIS_URL": "redis://:pw@127.0.0.1:6379/2", "SIDECAR_REDIS_KEY_PREFIX": "p:"}, func(t *testing.T, c *Config) {
+			if c.RateLimitWindow != 30*time.Second || c.TokenRateLimitType != ratelimit.TokensTotal || c.RedisURL != "redis://:pw@127.0.0.1:6379/2" || c.RedisKeyPrefix != "p:" {
+				t.Errorf("rate-limit env not applied: %+v", *c)
+			}
+		}},
+		{"sidecar window wins over litellm's", nil, map[string]string{"LITELLM_RATE_LIMIT_WINDOW_SIZE": "30", "SIDECAR_RATE_LIMIT_WINDOW_SIZE": "5"}, func(t *testing.T, c *Config) {
+			if c.RateLimitWindow != 5*time.Second {
+				t.Errorf("window %s", c.RateLimitWindow)
+			}
+		}},
 		{"webhook URLs", []string{"--webhook-url", " http://a.example/h , https://b.example/x ", "--webhook-secret", "s"}, nil, func(t *testing.T, c *Config) {
 			if want := []string{"http://a.example/h", "https://b.example/x"}; !reflect.DeepEqual(c.WebhookURLs, want) || c.WebhookSecret != "s" {
 				t.Errorf("WebhookURLs %q secret %q", c.WebhookURLs, c.WebhookSecret)
@@ -129,6 +143,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"postgres without master key", []string{"--database-url", "postgres://h/db"}, nil, []string{"--master-key", "required with --database-url"}},
 		{"zero mgmt timeout", []string{"--mgmt-timeout", "0s"}, nil, []string{"--mgmt-timeout"}},
 		{"negative statement timeout", nil, map[string]string{"SIDECAR_DB_STATEMENT_TIMEOUT": "-1s"}, []string{"--db-statement-timeout"}},
+		{"bad window", []string{"--rate-limit-window-size", "0"}, nil, []string{"--rate-limit-window-size"}},
+		{"bad window env", nil, map[string]string{"LITELLM_RATE_LIMIT_WINDOW_SIZE": "1m"}, []string{"rate-limit window size"}},
+		{"bad token type", []string{"--token-rate-limit-type", "all"}, nil, []string{"--token-rate-limit-type"}},
+		{"short lease", []string{"--rate-limit-lease-timeout", "10ms"}, nil, []string{"--rate-limit-lease-timeout"}},
+		{"bad redis url hides password", []string{"--redis-url", "http://u:s3cret@h"}, nil, []string{"--redis-url"}},
+		{"hash tag in prefix", []string{"--redis-key-prefix", "a{b}"}, nil, []string{"--redis-key-prefix"}},
 		{"all errors at once", []string{"--log-level", "x", "--log-format", "y", "--grpc-addr", "z"}, nil,
 			[]string{"--log-level", "--log-format", "--grpc-addr"}},
 	}
@@ -314,5 +334,61 @@ func TestLogDurationsAreReadable(t *testing.T) {
 		if !strings.Contains(b.String(), "1.5ms") || strings.Contains(b.String(), "1500000") {
 			t.Errorf("%s: %s", format, b.String())
 		}
+	}
+}
+
+// --config reads LiteLLM's config.yaml below flags and environment variables.
+func TestParseConfigLiteLLMConfig(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "config.yaml")
+	doc := "general_settings:\n  master_key: os.environ/MY_KEY\n  database_url: postgres://u@cfg:5432/x\n  alerting: [slack]\n" +
+		"model_list:\n- model_name: gpt-4o\n  model_info: {access_groups: [g]}\n"
+	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		args        []string
+		env         map[string]string
+		wantKey, db string
+	}{
+		{"from the file", []string{"--config", p}, map[string]string{"MY_KEY": "sk-cfg"}, "sk-cfg", "postgres://u@cfg:5432/x"},
+		{"from SIDECAR_CONFIG", nil, map[string]string{"SIDECAR_CONFIG": p, "MY_KEY": "sk-cfg"}, "sk-cfg", "postgres://u@cfg:5432/x"},
+		{"environment overrides the file", []string{"--config", p}, map[string]string{"MY_KEY": "sk-cfg", "LITELLM_MASTER_KEY": "sk-env", "DATABASE_URL": "postgres://u@env:5432/x"}, "sk-env", "postgres://u@env:5432/x"},
+		{"flags override the file", []string{"--config", p, "--master-key", "sk-flag", "--database-url", "postgres://u@flag:5432/x"}, map[string]string{"MY_KEY": "sk-cfg"}, "sk-flag", "postgres://u@flag:5432/x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, envOf(tt.env), &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.MasterKey != tt.wantKey || c.DatabaseURL != tt.db {
+				t.Errorf("master key %q database %q", c.MasterKey, c.DatabaseURL)
+			}
+			if c.LiteLLM == nil || !reflect.DeepEqual(c.LiteLLM.AccessGroups["g"], []string{"gpt-4o"}) ||
+				!reflect.DeepEqual(c.LiteLLM.Ignored, []string{"general_settings.alerting"}) {
+				t.Errorf("litellm config %+v", c.LiteLLM)
+			}
+		})
+	}
+	for _, bad := range []struct{ name, doc, want string }{
+		{"unset env reference", "general_settings: {master_key: os.environ/UNSET}\n", "--config: litellm config"},
+		{"not YAML", "a: [", "not YAML"},
+		{"database_url not postgres", "general_settings: {database_url: mysql://x}\n", "--database-url: scheme"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			q := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(q, []byte(bad.doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := parseConfig([]string{"--config", q}, envOf(nil), &bytes.Buffer{})
+			if err == nil || !strings.Contains(err.Error(), bad.want) {
+				t.Fatalf("got %v, want %q", err, bad.want)
+			}
+		})
+	}
+	if _, err := parseConfig([]string{"--config", filepath.Join(dir, "missing.yaml")}, envOf(nil), &bytes.Buffer{}); err == nil {
+		t.Error("a missing --config file must be an error")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
 )
@@ -40,4 +41,25 @@ func loadAccessGroups(path string) (keys.AccessGroups, error) {
 		}
 	}
 	return keys.AccessGroups(g), nil
+}
+
+// mergeAccessGroups merges the groups of config.yaml's model_list into those
+// of --access-groups-file: a group named in both gets the union of its
+// models (file order first, then config.yaml's, each once).
+func mergeAccessGroups(file keys.AccessGroups, fromConfig map[string][]string) keys.AccessGroups {
+	if len(fromConfig) == 0 {
+		return file
+	}
+	out := make(keys.AccessGroups, len(file)+len(fromConfig))
+	for g, models := range file {
+		out[g] = slices.Clone(models)
+	}
+	for g, models := range fromConfig {
+		for _, m := range models {
+			if !slices.Contains(out[g], m) {
+				out[g] = append(out[g], m)
+			}
+		}
+	}
+	return out
 }

@@ -53,3 +53,21 @@ func TestLoadAccessGroups(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 }
+
+func TestMergeAccessGroups(t *testing.T) {
+	file := keys.AccessGroups{"gpt": {"gpt-4o"}, "only-file": {"a"}}
+	got := mergeAccessGroups(file, map[string][]string{"gpt": {"gpt-4o", "gpt-4o-mini"}, "only-config": {"b"}})
+	want := keys.AccessGroups{"gpt": {"gpt-4o", "gpt-4o-mini"}, "only-file": {"a"}, "only-config": {"b"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if !reflect.DeepEqual(file["gpt"], []string{"gpt-4o"}) {
+		t.Error("the file's groups were modified")
+	}
+	if got := mergeAccessGroups(file, nil); !reflect.DeepEqual(got, file) {
+		t.Errorf("no config groups: got %v", got)
+	}
+	if got := mergeAccessGroups(nil, map[string][]string{"g": {"m"}}); !reflect.DeepEqual(got, keys.AccessGroups{"g": {"m"}}) {
+		t.Errorf("no file: got %v", got)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	"github.com/virtualkeys/sidecar/internal/authz"
@@ -17,9 +19,11 @@ import (
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/extproc"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
+	"github.com/virtualkeys/sidecar/internal/keygen"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
 	"github.com/virtualkeys/sidecar/internal/modelbudget"
 	"github.com/virtualkeys/sidecar/internal/pricing"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 	"github.com/virtualkeys/sidecar/internal/spend"
 	"github.com/virtualkeys/sidecar/internal/store"
 	"github.com/virtualkeys/sidecar/internal/webhook"
@@ -33,12 +37,21 @@ type parts struct {
 	registerHTTP func(*http.ServeMux)
 	jobs         []func(context.Context) error
 	close        func()
+	// limiter counts rate limits; the ext_proc metering server ends its
+	// requests (Finish/Release). degraded says why readiness is partial.
+	limiter  *ratelimit.Limiter
+	degraded func() string
 }
 
 func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Registerer) (*parts, error) {
 	groups, err := loadAccessGroups(cfg.AccessGroupsFile)
 	if err != nil {
 		return nil, err
+	}
+	var keyGen *keygen.Settings
+	if cfg.LiteLLM != nil {
+		groups = mergeAccessGroups(groups, cfg.LiteLLM.AccessGroups)
+		keyGen = &cfg.LiteLLM.KeyGeneration
 	}
 	kc, err := cache.New(cache.Config{
 		Loader: st, Lister: st, MaxKeys: cfg.CacheMaxKeys, NegativeTTL: cfg.NegativeTTL, SafetyTTL: cfg.CacheTTL,
@@ -63,6 +76,15 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		closeKeys := closeAll
 		closeAll = func() { org.close(); closeKeys() }
 	}
+	limiter, closeLimiter, err := newLimiter(cfg, log, reg)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	{
+		closeRest := closeAll
+		closeAll = func() { closeRest(); closeLimiter() }
+	}
 
 	// model_max_budget windows, fed by this replica's metering.
 	modelSpend := modelbudget.NewTracker(kc, nil)
@@ -71,14 +93,16 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		Cache:      kc, Org: org.checks(), MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
-		DecisionLog: decisionLog(cfg, log),
+		DecisionLog:    decisionLog(cfg, log),
+		RateLimiter:    limiter,
+		ResolveAliases: cfg.ModelAliasesResolved,
 	})
 	if err != nil {
 		closeAll()
 		return nil, err
 	}
 	httpAuthz, err := httpauthz.New(httpauthz.Config{
-		Decider: a, TrustForwarded: cfg.TrustForwarded, MaxBodyBytes: cfg.MaxBodyBytes,
+		Decider: a, Releaser: limiter, TrustForwarded: cfg.TrustForwarded, MaxBodyBytes: cfg.MaxBodyBytes,
 		Registerer: reg, Logger: log.With("component", "httpauthz"),
 	})
 	if err != nil {
@@ -98,6 +122,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	api, err := mgmt.New(mgmt.Config{
 		Events: hooks,
 		Store:  st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes, RequestTimeout: cfg.MgmtTimeout,
+		KeyGeneration: keyGen, Directory: directory(st),
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
 		Invalidate: kc.Invalidate, OrgChanged: org.changed(),
@@ -118,7 +143,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		closeAll()
 		return nil, err
 	}
-	meter, err := buildMetering(cfg, st, kc, log, reg, modelSpend, alerts)
+	meter, err := buildMetering(cfg, st, kc, limiterEnds{limiter}, log, reg, modelSpend, alerts)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -136,8 +161,49 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:  append([]func(context.Context) error{resets.Run, hooks.Run, alerts.Run, meter.accountant.Run, meter.prices.Run}, jobs...),
-		close: closeAll,
+		jobs:     append([]func(context.Context) error{resets.Run, hooks.Run, alerts.Run, meter.accountant.Run, meter.prices.Run}, jobs...),
+		close:    closeAll,
+		limiter:  limiter,
+		degraded: limiter.Degraded,
+	}, nil
+}
+
+// newLimiter builds the rate limiter: local counting, or counters in Redis
+// with --redis-url (an unreachable Redis at start is not fatal: the
+// limiter counts locally and probes until Redis answers).
+func newLimiter(cfg *Config, log *slog.Logger, reg prometheus.Registerer) (*ratelimit.Limiter, func(), error) {
+	rcfg := ratelimit.Config{
+		Window: cfg.RateLimitWindow, Tokens: cfg.TokenRateLimitType, LeaseTimeout: cfg.RateLimitLeaseTimeout,
+		RedisTimeout: cfg.RedisTimeout, KeyPrefix: cfg.RedisKeyPrefix,
+		Registerer: reg, Logger: log.With("component", "ratelimit"),
+	}
+	var rc *redis.Client
+	if cfg.RedisURL != "" {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return nil, nil, errors.New("--redis-url: not a redis:// or rediss:// URL")
+		}
+		// Fail fast: a slow Redis must not hold the Check; the limiter
+		// falls back to local counting instead of retrying.
+		opts.MaxRetries = -1
+		opts.DialTimeout = max(cfg.RedisTimeout, 250*time.Millisecond)
+		opts.ReadTimeout, opts.WriteTimeout = cfg.RedisTimeout, cfg.RedisTimeout
+		opts.PoolTimeout = cfg.RedisTimeout
+		rc = redis.NewClient(opts)
+		rcfg.Redis = rc
+	}
+	l, err := ratelimit.New(rcfg)
+	if err != nil {
+		if rc != nil {
+			rc.Close()
+		}
+		return nil, nil, err
+	}
+	return l, func() {
+		l.Close()
+		if rc != nil {
+			rc.Close()
+		}
 	}, nil
 }
 
@@ -161,7 +227,7 @@ type metering struct {
 
 // buildMetering builds the price source, the spend accountant (local
 // spend in the key cache, batches to the store) and the ext_proc server.
-func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logger, reg prometheus.Registerer, observers ...spend.Observer) (*metering, error) {
+func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, limiter extproc.Limiter, log *slog.Logger, reg prometheus.Registerer, observers ...spend.Observer) (*metering, error) {
 	w, ok := st.(store.SpendWriter)
 	if !ok {
 		return nil, fmt.Errorf("metering: store %T cannot record spend", st)
@@ -194,7 +260,7 @@ func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logge
 		return nil, err
 	}
 	srv, err := extproc.New(extproc.Config{
-		Accountant: acct, Prices: prices, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
+		Accountant: acct, Prices: prices, Limiter: limiter, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		UnknownModelCostPerToken: cfg.UnknownModelCostPerToken, InjectIncludeUsage: cfg.InjectIncludeUsage,
 		Registerer: reg, Logger: log.With("component", "extproc"),
 	})
@@ -202,4 +268,25 @@ func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, log *slog.Logge
 		return nil, err
 	}
 	return &metering{server: srv, accountant: acct, prices: prices}, nil
+}
+
+// limiterEnds lets the ext_proc server end rate-limit leases and count
+// tokens (its Subject and Usage are the limiter's, field for field).
+type limiterEnds struct{ l *ratelimit.Limiter }
+
+func (a limiterEnds) Finish(ctx context.Context, s extproc.Subject, u extproc.Usage) {
+	a.l.Finish(ctx, ratelimit.Subject(s), ratelimit.Usage(u))
+}
+
+func (a limiterEnds) Release(ctx context.Context, s extproc.Subject) {
+	a.l.Release(ctx, ratelimit.Subject(s))
+}
+
+// directory gives the management API the user and team rows behind callers
+// and keys (LiteLLM's roles and permissions) when the store has them.
+func directory(st store.Store) mgmt.Directory {
+	if o, ok := st.(mgmt.UserTeamReader); ok {
+		return mgmt.OrgDirectory{Org: o}
+	}
+	return nil
 }

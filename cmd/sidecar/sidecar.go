@@ -47,7 +47,8 @@ type sidecar struct {
 	grpcLn, httpLn net.Listener
 	ready          atomic.Bool
 	closeParts     func()
-	unlock         func() // releases the data dir lock (embedded store); nil otherwise
+	unlock         func()        // releases the data dir lock (embedded store); nil otherwise
+	degraded       func() string // "" when every part works as configured
 }
 
 // newSidecar builds every part and binds both listeners; nothing is served
@@ -59,6 +60,11 @@ type sidecar struct {
 func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar, err error) {
 	s := &sidecar{cfg: cfg, reg: prometheus.NewRegistry()}
 	s.log = newLogger(cfg, stderr)
+	if lc := cfg.LiteLLM; lc != nil && len(lc.Ignored) > 0 {
+		// One line for everything config.yaml sets that the sidecar does
+		// not use, so an operator sees it once, not once per setting.
+		s.log.Info("litellm config: settings ignored", slog.String("file", cfg.ConfigFile), slog.Any("ignored", lc.Ignored))
+	}
 	var closers []func()
 	defer func() {
 		if err != nil {
@@ -115,6 +121,7 @@ func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar,
 	closers = append(closers, parts.close)
 	s.jobs = parts.jobs
 	s.closeParts = parts.close
+	s.degraded = parts.degraded
 
 	s.health = health.NewServer()
 	opts := parts.grpcOptions
@@ -263,6 +270,11 @@ func (s *sidecar) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeFeedDetail(&b, s.store)
+	// Still ready when degraded (rate limits count locally while Redis is
+	// away), but say so.
+	if d := s.degraded(); d != "" {
+		b.WriteString("degraded: " + d + "\n")
+	}
 	io.WriteString(w, b.String())
 }
 

@@ -9,8 +9,9 @@
 // allowed; then, with Config.Org, LiteLLM's team and user checks (team
 // blocked, team models, team-member model scope, a personal key's user
 // models: org.go); expired; over budget; then the team, personal-user and
-// team-member budgets. On allow the credential header(s) are
-// removed, so the virtual key never reaches the provider, and the key's
+// team-member budgets; rate limits (last, as LiteLLM: they count only
+// requests that would otherwise pass). On allow every credential header is
+// removed, so no virtual key reaches the provider, and the key's
 // identity is passed upstream as headers and dynamic metadata.
 //
 // Fail closed: a store that cannot answer for an uncached key, or a
@@ -28,13 +29,30 @@
 //     datetime: "2025-05-14 10:30:00+00:00", with ".123000" microseconds
 //     when non-zero. Budget numbers print as Python's str(float): "10.0",
 //     "0.30000000000000004", "1e+16".
-//   - The model is read from a possibly truncated body (Envoy's
-//     allow_partial_message) by a scanner that only looks at top-level
-//     members. A "model" that is complete before the cut is checked; one cut
-//     off is not found, and then the model check is skipped, as for a
-//     request that names no model. Size Envoy's max_request_bytes so that
-//     real bodies arrive whole. A body that repeats "model" must have every
-//     occurrence allowed.
+//   - Every place a provider or router reads a model from must name an
+//     allowed model, all of them (model.go, scanner.go): the body's top-level
+//     "model" under every spelling a parser binds (JSON escapes decoded;
+//     Unicode case folding, as Go's encoding/json binds struct fields) and
+//     every occurrence (parsers keep the last), "target_model_names",
+//     "fallbacks", multipart "model" fields, the Azure/OpenAI-engines/Gemini/
+//     Vertex/Bedrock path segments (percent-decoded), ?model= and the model
+//     header. A non-string "model" is denied, as LiteLLM does.
+//   - A key with a model restriction is denied when the model cannot be
+//     known: a body cut before its end (x-envoy-auth-partial-body, a body
+//     shorter than Content-Length, JSON that never closes) even if an
+//     allowed model came before the cut (a repeated "model" could follow
+//     it); a body that is not one JSON object; an unreadable multipart
+//     body; "." or ".." path segments or an encoded '/' or '\' in a model
+//     segment; a POST to a route whose model travels in the body that names
+//     none (the HTTP mode behind nginx or Caddy gets no body). Each message
+//     says what to change. Keys allowed every model are unaffected.
+//   - A key's aliases grant access to the alias name only with
+//     Config.ResolveAliases: without something downstream that resolves
+//     them, the provider serves the name asked for.
+//   - On allow every credential header the request carried is removed, and
+//     ?key= when present, not only the one the key was read from; a
+//     percent-encoded "key" parameter (which removal by name would miss) is
+//     denied.
 //   - A key found through a rotated-out token in its grace period is allowed
 //     until the grace ends and is reported with the active key's hash. After
 //     that it is denied as unknown.
@@ -61,6 +79,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 // KeyCache is what the Authorizer needs of the cache; *cache.Cache
@@ -86,8 +105,15 @@ type Config struct {
 	AccessGroups keys.AccessGroups
 	// KeyHeader, when set, is the only header the key is read from.
 	KeyHeader string
-	// ModelHeader, when set, names the model when body and path do not.
+	// ModelHeader, when set, names a header that carries a model; like
+	// every other carrier, its value must be allowed.
 	ModelHeader string
+	// ResolveAliases lets a key's aliases grant access to the alias name
+	// (an alias is allowed when its target is). Set it only when something
+	// downstream resolves aliases (a LiteLLM proxy or router): otherwise the
+	// provider serves the requested name itself. false (the default) means
+	// the requested name itself must be allowed.
+	ResolveAliases bool
 	// IdentityHeaderPrefix prefixes the identity headers ("" = DefaultIdentityPrefix).
 	IdentityHeaderPrefix string
 	// Now is the clock. nil means time.Now.
@@ -99,6 +125,12 @@ type Config struct {
 	// DecisionLog is the opt-in per-request decision log (off when its
 	// Logger is nil).
 	DecisionLog DecisionLog
+	// RateLimiter enforces rpm/tpm/parallel limits. nil enforces none.
+	RateLimiter RateLimiter
+	// SubjectLimits returns the rate limits of a key's user, team and team
+	// membership (teams and users live outside the key row). nil = the
+	// key's own limits only.
+	SubjectLimits func(e *cache.Entry) ratelimit.SubjectLimits
 	// ModelSpend is each key's spend per model_max_budget window
 	// (*modelbudget.Tracker). nil = nothing metered: every window reads 0,
 	// so only a budget_limit of 0 denies.
@@ -120,11 +152,12 @@ const (
 	ReasonModelDenied
 	ReasonExpired
 	ReasonBudget
+	ReasonRateLimited
 	ReasonUnavailable
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"allowed", "master_key", "no_credential", "malformed_credential", "not_virtual_key", "unknown_key", "blocked", "model_not_allowed", "expired", "budget_exceeded", "unavailable"}
+var reasonNames = [numReasons]string{"allowed", "master_key", "no_credential", "malformed_credential", "not_virtual_key", "unknown_key", "blocked", "model_not_allowed", "expired", "budget_exceeded", "rate_limited", "unavailable"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -140,9 +173,13 @@ type Decision struct {
 	Entry *cache.Entry
 	// Model is the model the request is for ("" when none was found).
 	Model string
-	// RemoveHeaders and RemoveQuery name where the credential came in.
+	// RemoveHeaders and RemoveQuery name every credential the request
+	// carried (all are removed on allow, not only the one used).
 	RemoveHeaders []string
 	RemoveQuery   []string
+	// RateLimit is the rate-limit outcome for a key with limits (nil for
+	// one without): the x-ratelimit-* values, the lease, or the denial.
+	RateLimit *ratelimit.Result
 }
 
 // Identity header names, after the prefix.
@@ -162,11 +199,15 @@ type Authorizer struct {
 	groups      keys.AccessGroups
 	keyHeader   string
 	modelHeader string
+	aliases     bool // Config.ResolveAliases
+	removes     *removeTable
 	prefix      string
 	now         func() time.Time
 	log         *slog.Logger
 	dlog        *slog.Logger
 	dlogSample  float64
+	rl          RateLimiter
+	subjects    func(e *cache.Entry) ratelimit.SubjectLimits
 	modelSpend  ModelSpend
 
 	decisions [numReasons]prometheus.Counter
@@ -189,11 +230,14 @@ func New(cfg Config) (*Authorizer, error) {
 		cache: cfg.Cache, org: cfg.Org, master: sha256.Sum256([]byte(cfg.MasterKey)), groups: cfg.AccessGroups,
 		keyHeader: strings.ToLower(cfg.KeyHeader), modelHeader: strings.ToLower(cfg.ModelHeader),
 		prefix: strings.ToLower(cfg.IdentityHeaderPrefix), now: cfg.Now, log: cfg.Logger,
-		dlog: cfg.DecisionLog.Logger, dlogSample: cfg.DecisionLog.AllowSample, modelSpend: cfg.ModelSpend,
+		dlog: cfg.DecisionLog.Logger, dlogSample: cfg.DecisionLog.AllowSample,
+		rl: cfg.RateLimiter, subjects: cfg.SubjectLimits,
+		aliases: cfg.ResolveAliases, modelSpend: cfg.ModelSpend,
 	}
 	if a.modelSpend == nil {
 		a.modelSpend = noModelSpend{}
 	}
+	a.removes = newRemoveTable(a.keyHeader)
 	if a.prefix == "" {
 		a.prefix = DefaultIdentityPrefix
 	}
@@ -293,17 +337,14 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	if cred.key == "" {
 		return deny(ReasonNoCredential, errNoKey)
 	}
-	var remove, removeQ []string
-	if cred.fromQuery {
-		removeQ = removeQueryKey
-	} else if l, ok := removeLists[cred.from]; ok {
-		remove = l
-	} else {
-		remove = []string{cred.from}
+	remove, removeQ, qerr := a.credentialsCarried(r)
+	if qerr != nil {
+		return deny(ReasonMalformed, qerr)
 	}
 	hash := sha256.Sum256([]byte(cred.key))
 	if subtle.ConstantTimeCompare(hash[:], a.master[:]) == 1 {
-		m := a.requestModels(r)
+		var m models
+		a.requestModels(r, &m)
 		return Decision{Allowed: true, Reason: ReasonMasterKey, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ}
 	}
 	if !strings.HasPrefix(cred.key, keys.Prefix) {
@@ -324,15 +365,12 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	if e.Blocked {
 		return deny(ReasonBlocked, errBlocked)
 	}
-	m := a.requestModels(r)
-	for _, name := range m.names {
-		if !keys.ModelAllowed(e.Key.Models, e.Key.Aliases, a.groups, name) {
-			return deny(ReasonModelDenied, apierr.New(http.StatusUnauthorized, apierr.TypeKeyModelAccessDenied, "model",
-				"key not allowed to access model. This key can only access models="+pyList(e.Key.Models)+". Tried to access "+name))
-		}
+	var m models // on the stack
+	if merr := a.checkModels(r, e, &m); merr != nil {
+		return deny(ReasonModelDenied, merr)
 	}
 	var o org // the key's team, user and membership (org.go)
-	if d, denied := a.orgAccess(ctx, e, &o, m.names, now); denied {
+	if d, denied := a.orgAccess(ctx, e, &o, &m, now); denied {
 		return d
 	}
 	if !e.Expires.IsZero() && e.Expires.Before(now) {
@@ -355,7 +393,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	if d, denied := a.orgBudgets(&o, now); denied {
 		return d
 	}
-	return Decision{Allowed: true, Reason: ReasonAllowed, Entry: e, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ}
+	return a.rateLimit(ctx, Decision{Allowed: true, Reason: ReasonAllowed, Entry: e, Model: m.primary, RemoveHeaders: remove, RemoveQuery: removeQ})
 }
 
 func deny(r Reason, e *apierr.Error) Decision { return Decision{Reason: r, Err: e} }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,6 +179,9 @@ type want struct {
 	remove  []string
 	removeQ []string
 	model   string
+	// msgPrefix: the message must start with msg (the fail-closed
+	// denials end with advice that their own tests pin).
+	msgPrefix bool
 }
 
 func unknownMsg(raw string) string {
@@ -190,6 +194,13 @@ const limitedModels = "['gpt-4o', 'openai/*', 'grp-claude']"
 func modelDenied(m string) want {
 	return want{status: 401, typ: "key_model_access_denied", param: "model", code: codes.PermissionDenied,
 		msg: "key not allowed to access model. This key can only access models=" + limitedModels + ". Tried to access " + m}
+}
+
+// modelUnknown is the fail-closed denial of a restricted key whose
+// request's model cannot be known; the message must contain has.
+func modelUnknown(has string) want {
+	return want{status: 401, typ: "key_model_access_denied", param: "model", code: codes.PermissionDenied,
+		msg: "key not allowed to access model. This key can only access models=" + limitedModels + ", and " + has, msgPrefix: true}
 }
 
 func allowed(model string, remove ...string) want {
@@ -218,7 +229,7 @@ func TestCheckTable(t *testing.T) {
 		{"bearer lower-case scheme", chat, map[string]string{"authorization": "bearer " + kAll}, body("gpt-4o"), false, allowed("gpt-4o", "authorization")},
 		{"basic takes the value as is", chat, map[string]string{"authorization": "Basic " + kAll}, "", false, allowed("", "authorization")},
 		{"x-litellm-api-key", chat, map[string]string{"x-litellm-api-key": kAll}, "", false, allowed("", "x-litellm-api-key")},
-		{"x-litellm-api-key wins over a malformed authorization", chat, map[string]string{"x-litellm-api-key": kAll, "authorization": "Token x"}, "", false, allowed("", "x-litellm-api-key")},
+		{"x-litellm-api-key wins over a malformed authorization", chat, map[string]string{"x-litellm-api-key": kAll, "authorization": "Token x"}, "", false, allowed("", "x-litellm-api-key", "authorization")},
 		{"api-key (Azure)", "/openai/deployments/gpt-4o/chat/completions?api-version=2024-02-01", map[string]string{"api-key": kAll}, "", false, allowed("gpt-4o", "api-key")},
 		{"x-api-key (Anthropic)", "/v1/messages", map[string]string{"x-api-key": kAll}, body("claude-3"), false, allowed("claude-3", "x-api-key")},
 		{"x-goog-api-key", "/v1beta/models/gemini-pro:generateContent", map[string]string{"x-goog-api-key": kAll}, "", false, allowed("gemini-pro", "x-goog-api-key")},
@@ -238,7 +249,7 @@ func TestCheckTable(t *testing.T) {
 		{"model exact", chat, bearer(kLimited), body("gpt-4o"), false, allowed("gpt-4o", "authorization")},
 		{"model glob", chat, bearer(kLimited), body("openai/gpt-4o-mini"), false, allowed("openai/gpt-4o-mini", "authorization")},
 		{"model access group", chat, bearer(kLimited), body("claude-3"), false, allowed("claude-3", "authorization")},
-		{"model alias", chat, bearer(kLimited), body("my-gpt"), false, allowed("my-gpt", "authorization")},
+		{"model alias (not resolved downstream)", chat, bearer(kLimited), body("my-gpt"), false, modelDenied("my-gpt")},
 		{"model denied", chat, bearer(kLimited), body("gpt-3.5"), false, modelDenied("gpt-3.5")},
 		{"model denied raw_body", chat, bearer(kLimited), body("gpt-3.5"), true, modelDenied("gpt-3.5")},
 		{"model allowed raw_body", chat, bearer(kLimited), body("gpt-4o"), true, allowed("gpt-4o", "authorization")},
@@ -258,12 +269,13 @@ func TestCheckTable(t *testing.T) {
 		{"models path", "/models/gpt-3.5:countTokens", bearer(kLimited), "", false, modelDenied("gpt-3.5")},
 		{"vertex path", "/vertex_ai/v1/projects/p/locations/us/publishers/google/models/gpt-3.5:generateContent", bearer(kLimited), "", false, modelDenied("gpt-3.5")},
 		{"vertex path no verb", "/vertex_ai/v1/projects/p/locations/us/publishers/google/models/gpt-3.5", bearer(kLimited), "", false, modelDenied("gpt-3.5")},
-		{"body wins over path", "/openai/deployments/gpt-3.5/chat/completions", bearer(kLimited), body("gpt-4o"), false, allowed("gpt-4o", "authorization")},
+		{"path model checked beside the body's", "/openai/deployments/gpt-3.5/chat/completions", bearer(kLimited), body("gpt-4o"), false, modelDenied("gpt-3.5")},
 		{"partial body, model complete", chat, bearer(kLimited), `{"model":"gpt-3.5","messages":[{"role":"user","content":"hel`, false, modelDenied("gpt-3.5")},
-		{"partial body, model cut", chat, bearer(kLimited), `{"messages":[{"role":"user"}],"model":"gpt-3`, false, allowed("", "authorization")},
-		{"garbage body", chat, bearer(kLimited), "\x00\xff{not json", true, allowed("", "authorization")},
-		{"array body", chat, bearer(kLimited), `["gpt-3.5"]`, false, allowed("", "authorization")},
-		{"no model found", "/v1/embeddings", bearer(kLimited), "", false, allowed("", "authorization")},
+		{"partial body, model cut", chat, bearer(kLimited), `{"messages":[{"role":"user"}],"model":"gpt-3`, false, modelUnknown("the request body was cut before its end")},
+		{"garbage body", chat, bearer(kLimited), "\x00\xff{not json", true, modelUnknown("the request body is not one JSON object")},
+		{"array body", chat, bearer(kLimited), `["gpt-3.5"]`, false, modelUnknown("the request body is not one JSON object")},
+		{"no body on a body-model route", "/v1/embeddings", bearer(kLimited), "", false, modelUnknown("this route carries its model in the request body")},
+		{"no model on a route without one", "/v1/files", bearer(kLimited), "", false, allowed("", "authorization")},
 		// 7 before 8.
 		{"expired key, model denied first", chat, bearer(kExpired), body("gpt-3.5"), false, want{status: 401, typ: "key_model_access_denied", param: "model", code: codes.PermissionDenied,
 			msg: "key not allowed to access model. This key can only access models=['gpt-4o']. Tried to access gpt-3.5"}},
@@ -360,7 +372,7 @@ func checkResp(t *testing.T, e *env, resp *authv3.CheckResponse, w want) {
 		t.Fatalf("body %q: %v", d.Body, err)
 	}
 	g := env.Error
-	if g.Message != w.msg || g.Type != w.typ || g.Param != w.param || g.Code != itoa(w.status) {
+	if msgOK := g.Message == w.msg || (w.msgPrefix && strings.HasPrefix(g.Message, w.msg)); !msgOK || g.Type != w.typ || g.Param != w.param || g.Code != itoa(w.status) {
 		t.Fatalf("denial = %+v\nwant msg=%q type=%q param=%v code=%d", g, w.msg, w.typ, w.param, w.status)
 	}
 }
@@ -446,7 +458,7 @@ func TestCustomKeyAndModelHeader(t *testing.T) {
 	}{
 		{"custom header", map[string]string{"x-my-key": kLimited, "x-model": "gpt-4o"}, "", allowed("gpt-4o", "x-my-key")},
 		{"model header denied", map[string]string{"x-my-key": kLimited, "x-model": "gpt-3.5"}, "", modelDenied("gpt-3.5")},
-		{"body wins over model header", map[string]string{"x-my-key": kLimited, "x-model": "gpt-3.5"}, body("gpt-4o"), allowed("gpt-4o", "x-my-key")},
+		{"model header checked beside the body", map[string]string{"x-my-key": kLimited, "x-model": "gpt-3.5"}, body("gpt-4o"), modelDenied("gpt-3.5")},
 		{"standard headers ignored", bearer(kLimited), "", want{status: 401, typ: "auth_error", param: "None", code: codes.Unauthenticated, msg: "Authentication Error, No api key passed in."}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -578,7 +590,7 @@ func TestFailClosed(t *testing.T) {
 		t.Fatalf("cancelled context decision = %+v", d)
 	}
 	e.loader.fail.Store(false)
-	resp, err = e.client.Check(ctx, req(chat, bearer(kLimited), "", false))
+	resp, err = e.client.Check(ctx, req(chat, bearer(kLimited), body("gpt-4o"), false))
 	if err != nil || resp.GetOkResponse() == nil {
 		t.Fatalf("after recovery: %v %v", resp, err)
 	}

@@ -64,7 +64,7 @@ func (a *Authorizer) resolveOrg(ctx context.Context, e *cache.Entry, o *org, now
 // LiteLLM's team and user access checks (common_checks 1, 2, 2.2 and 2.1),
 // after the key's own model check: team blocked, team model access, the
 // team member's model scope, a personal key's user model list.
-func (a *Authorizer) orgAccess(ctx context.Context, e *cache.Entry, o *org, names []string, now time.Time) (Decision, bool) {
+func (a *Authorizer) orgAccess(ctx context.Context, e *cache.Entry, o *org, m *models, now time.Time) (Decision, bool) {
 	if !a.resolveOrg(ctx, e, o, now) {
 		if ctx.Err() != nil {
 			return unavailable("Authorization deadline passed"), true
@@ -74,7 +74,25 @@ func (a *Authorizer) orgAccess(ctx context.Context, e *cache.Entry, o *org, name
 	if d, deny := teamBlocked(o); deny {
 		return d, true
 	}
-	for _, name := range names {
+	// A model the request hides (cut or non-object body, encoded path,
+	// non-string "model") is checked as a name no restricted list allows:
+	// the team and user rules fail closed like the key's own.
+	n := m.len()
+	hidden := ""
+	switch {
+	case m.nonString != "":
+		hidden = m.nonString
+	case m.unknown != modelKnown:
+		hidden = "(a model the request does not show: " + unknownShort[m.unknown] + ")"
+	}
+	if hidden != "" {
+		n++
+	}
+	for i := range n {
+		name := hidden
+		if i < m.len() {
+			name = m.at(i)
+		}
 		if d, deny := a.teamModel(o, name); deny {
 			return d, true
 		}
@@ -99,4 +117,16 @@ func (a *Authorizer) orgBudgets(o *org, now time.Time) (Decision, bool) {
 		return d, true
 	}
 	return memberBudget(o, now)
+}
+
+// unknownShort names why a request's model cannot be known, for the team
+// and user denials (the key's own denial says what to change: unknownText).
+var unknownShort = [numUnknownReasons]string{
+	bodyTruncated:    "body cut",
+	bodyNotObject:    "body not a JSON object",
+	bodyNotSent:      "body not sent",
+	bodyBadMultipart: "unreadable multipart body",
+	pathEncodedSlash: "encoded path",
+	pathDotSegment:   "dot segments in the path",
+	modelNotNamed:    "no model named",
 }

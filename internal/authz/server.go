@@ -90,6 +90,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	d := s.a.Decide(ctx, &r)
 	if d.Allowed {
+		if d.RateLimit != nil { // per-request headers and lease: not memoised
+			return withRateLimit(s.allow(&d), &d), nil
+		}
 		return s.allow(&d), nil
 	}
 	if d.Err.Status == http.StatusServiceUnavailable {
@@ -98,6 +101,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			code = codes.DeadlineExceeded
 		}
 		return nil, grpcstatus.Error(code, d.Err.Message)
+	}
+	if d.RateLimit != nil {
+		return rateLimitDenied(&d), nil
 	}
 	if resp, ok := s.denied[d.Err]; ok {
 		return resp, nil
@@ -145,6 +151,9 @@ func header(k, v string) *corev3.HeaderValueOption {
 func (s *Server) allow(d *Decision) *authv3.CheckResponse {
 	if d.Entry == nil {
 		return s.build(d)
+	}
+	if len(d.RemoveHeaders) > 1 {
+		return s.build(d) // several credentials (rare): the memo key could not tell them apart
 	}
 	k := allowKey{model: d.Model, fromQuery: len(d.RemoveQuery) > 0}
 	if len(d.RemoveHeaders) == 1 {

@@ -52,7 +52,13 @@ type Entry struct {
 	ModelBudgets []modelbudget.Limit
 
 	spend atomic.Uint64 // float64 bits; SetSpend updates it in place
+	plan  atomic.Value  // the rate limiter's limits compiled from this entry
 }
+
+// RateLimitPlan is a slot where the Check keeps the rate limits compiled
+// from this entry (so a key without limits costs one load); it lives and
+// dies with the entry, so a changed key is compiled anew.
+func (e *Entry) RateLimitPlan() *atomic.Value { return &e.plan }
 
 // Spend is the key's current spend as last seen.
 func (e *Entry) Spend() float64 { return math.Float64frombits(e.spend.Load()) }

@@ -20,6 +20,7 @@ import (
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 	"github.com/virtualkeys/sidecar/internal/store/sqlite"
 )
 
@@ -72,11 +73,16 @@ func newStack(t *testing.T) *stack {
 	t.Cleanup(c.Close)
 	detach := c.Attach(st)
 	t.Cleanup(detach)
-	a, err := authz.New(authz.Config{Cache: c, MasterKey: "sk-master-e2e"})
+	rl, err := ratelimit.New(ratelimit.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := httpauthz.New(httpauthz.Config{Decider: a, TrustForwarded: true})
+	t.Cleanup(rl.Close)
+	a, err := authz.New(authz.Config{Cache: c, MasterKey: "sk-master-e2e", RateLimiter: rl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := httpauthz.New(httpauthz.Config{Decider: a, TrustForwarded: true, Releaser: rl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +189,7 @@ type result struct {
 	status int
 	body   string
 	errTyp string
+	header http.Header
 }
 
 func call(t *testing.T, base, method, path string, hdr map[string]string) result {
@@ -197,7 +204,7 @@ func call(t *testing.T, base, method, path string, hdr map[string]string) result
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	r := result{status: resp.StatusCode, body: string(b)}
+	r := result{status: resp.StatusCode, body: string(b), header: resp.Header}
 	var env struct {
 		Error struct{ Type string } `json:"error"`
 	}
@@ -238,6 +245,16 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 		{"model not allowed (path)", "POST", azure("gpt-4"), map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
 		{"expired", "POST", azure("gpt-4o"), map[string]string{"Authorization": "Bearer " + expired}, 401, "expired_key"},
 		{"over budget", "POST", azure("gpt-4o"), map[string]string{"Authorization": "Bearer " + broke}, 400, "budget_exceeded"},
+		// Model carriers the HTTP mode must check (issue 8). The proxy sends
+		// no body: a body-model route names no model the check can see.
+		{"body-model route, body not sent", "POST", "/v1/chat/completions", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"Azure dot segments", "POST", "/openai/deployments/gpt-4o/../gpt-4-32k/chat/completions", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"Azure encoded slash", "POST", "/openai/deployments/gpt-4o%2F..%2Fgpt-4-32k/chat/completions", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"Gemini path", "POST", "/v1beta/models/gemini-2.5-pro:generateContent", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"Bedrock path", "POST", "/model/gpt-4-32k/converse", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"query model", "GET", "/v1/realtime?model=gpt-4-32k", map[string]string{"Authorization": "Bearer " + good}, 401, "key_model_access_denied"},
+		{"query key cannot be stripped", "POST", "/v1beta/models/gpt-4o:generateContent?key=" + good, nil, 400, "bad_request_error"},
+		{"query key beside a header key", "POST", "/v1beta/models/gpt-4o:generateContent?key=" + good, map[string]string{"Authorization": "Bearer " + good}, 400, "bad_request_error"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -298,6 +315,51 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 		}
 	})
 
+	// A rate-limit denial reaches the client as LiteLLM's 429 with its
+	// message and retry-after, through either proxy.
+	t.Run("rate limit", func(t *testing.T) {
+		rpm := int64(1)
+		k := s.addKey(t, &keys.Key{RPMLimit: &rpm})
+		hdr := map[string]string{"Authorization": "Bearer " + k}
+		if r := call(t, base, "POST", azure("gpt-4o"), hdr); r.status != 200 {
+			t.Fatalf("first: %d %s", r.status, r.body)
+		}
+		_, _, before := s.rec.snapshot()
+		r := call(t, base, "POST", azure("gpt-4o"), hdr)
+		want := "Rate limit exceeded for api_key: " + keys.HashHex(k) + ". Limit type: requests. Current limit: 1, Remaining: 0. Limit resets at: "
+		if r.status != 429 || r.errTyp != "None" || !strings.Contains(r.body, want) {
+			t.Fatalf("second: %d %s, want 429 with %q", r.status, r.body, want)
+		}
+		if r.header.Get("Retry-After") != "60" || r.header.Get("Rate_limit_type") != "requests" || !strings.HasSuffix(r.header.Get("Reset_at"), " UTC") {
+			t.Fatalf("denial headers %v", r.header)
+		}
+		if _, _, after := s.rec.snapshot(); after != before {
+			t.Fatal("a rate-limited request reached the upstream")
+		}
+		// Other denials carry no retry-after.
+		if r := call(t, base, "POST", azure("gpt-4o"), nil); r.status != 401 || r.header.Get("Retry-After") != "" {
+			t.Fatalf("no key: %d %v", r.status, r.header)
+		}
+	})
+
+	// A second virtual key in another credential header never reaches the
+	// upstream either.
+	t.Run("second key in another header", func(t *testing.T) {
+		other := s.addKey(t, &keys.Key{})
+		hdr := map[string]string{"Authorization": "Bearer " + good, "X-Api-Key": other, "Api-Key": other, "X-Goog-Api-Key": other}
+		if r := call(t, base, "POST", azure("gpt-4o"), hdr); r.status != 200 {
+			t.Fatalf("got %d %s, want 200", r.status, r.body)
+		}
+		got, _, _ := s.rec.snapshot()
+		for k, v := range got {
+			for _, x := range v {
+				if strings.Contains(x, other) || strings.Contains(x, good) {
+					t.Errorf("a virtual key reached the upstream in %s", k)
+				}
+			}
+		}
+	})
+
 	t.Run("block takes effect at once", func(t *testing.T) {
 		k := s.addKey(t, &keys.Key{})
 		if r := call(t, base, "POST", azure("gpt-4o"), map[string]string{"Authorization": "Bearer " + k}); r.status != 200 {
@@ -310,6 +372,25 @@ func runProxyCases(t *testing.T, s *stack, base string) {
 			t.Fatalf("after block: %d %s", r.status, r.body)
 		}
 	})
+}
+
+// TestHTTPModeRateLimits: the HTTP answer carries the x-ratelimit-*
+// headers, and a max_parallel_requests slot is given back with the answer
+// (no proxy here reports the response's end).
+func TestHTTPModeRateLimits(t *testing.T) {
+	s := newStack(t)
+	one := int64(1)
+	big := int64(100)
+	k := s.addKey(t, &keys.Key{MaxParallelRequests: &one, RPMLimit: &big})
+	for i := range 3 {
+		r := call(t, s.sidecar.URL, "POST", "/authz/v1/chat/completions", map[string]string{"Authorization": "Bearer " + k})
+		if r.status != 200 {
+			t.Fatalf("request %d: %d %s (a parallel slot was kept)", i, r.status, r.body)
+		}
+		if got, want := r.header.Get("X-Ratelimit-Remaining-Requests"), fmt.Sprint(99-i); got != want || r.header.Get("X-Ratelimit-Limit-Requests") != "100" {
+			t.Fatalf("request %d: x-ratelimit headers %v", i, r.header)
+		}
+	}
 }
 
 func TestNginxAuthRequest(t *testing.T) {

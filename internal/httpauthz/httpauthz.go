@@ -13,14 +13,28 @@
 //     only when TrustForwarded is set: anyone who can reach the endpoint
 //     could otherwise choose the path the model is read from.
 //
-// Answers: allow = 200 with the identity headers and
-// x-envoy-auth-headers-to-remove naming the credential header(s); deny =
-// the LiteLLM status (401, 400, 429) with the JSON error, content-type
-// application/json and x-litellm-deny-reason: <error type>. nginx turns any
+// The proxies can remove headers but not query parameters, so a request
+// carrying ?key= is denied (400) even when the key is valid: allowing it
+// would send the virtual key to the provider. nginx auth_request and
+// forward_auth send no body, so a route whose model is in the body (POST
+// /v1/chat/completions) is denied for a key with a model restriction unless
+// the path or the model header names the model (see package authz).
+//
+// Answers: allow = 200 with the identity headers,
+// x-envoy-auth-headers-to-remove naming every credential header the request
+// carried and, for
+// a key with rate limits, the x-ratelimit-* headers; deny = the LiteLLM
+// status (401, 400, 429) with the JSON error, content-type
+// application/json, x-litellm-deny-reason: <error type> and, for a rate
+// limit, retry-after, rate_limit_type and reset_at. nginx turns any
 // auth_request status but 401 and 403 into a 500 and drops the body, so a
 // caller that sends X-Authz-Client: nginx gets 401 or 403 instead, with the
 // real status in x-litellm-deny-status and the JSON error in
 // x-litellm-error for the nginx config to hand back (deploy/nginx).
+// Rate limits: rpm holds in HTTP mode; a max_parallel_requests lease is
+// given back as soon as the answer is sent (Config.Releaser), because no
+// proxy here reports the response's end, and tpm counts only tokens some
+// metering server reports.
 // A decision is never a 5xx; a store outage on an unknown key is (503),
 // which the proxies treat as an authorization error and fail closed.
 package httpauthz
@@ -40,6 +54,7 @@ import (
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/authz"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 )
 
 // Decider is the decision core; *authz.Authorizer satisfies it.
@@ -47,6 +62,11 @@ type Decider interface {
 	Decide(ctx context.Context, r *authz.Request) authz.Decision
 	Identity(d *authz.Decision) [][2]string
 	Unset(d *authz.Decision) []string
+}
+
+// Releaser gives back a rate-limit lease; *ratelimit.Limiter satisfies it.
+type Releaser interface {
+	Release(ctx context.Context, s ratelimit.Subject)
 }
 
 // DefaultPrefix is where the endpoint is mounted when Config.Prefix is empty.
@@ -88,11 +108,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the handler's metrics. nil registers nothing.
 	Registerer prometheus.Registerer
+	// Releaser gives back the max_parallel_requests lease of an allowed
+	// request at once: no proxy in HTTP mode reports when the response
+	// ends, so a slot held until then would only be freed by the lease
+	// timeout. nil keeps the lease.
+	Releaser Releaser
 }
 
 // Handler is the HTTP authz endpoint. Create it with New.
 type Handler struct {
 	d       Decider
+	rel     Releaser
 	prefix  string
 	trust   bool
 	maxBody int64
@@ -105,7 +131,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Decider == nil {
 		return nil, errors.New("httpauthz: Decider is required")
 	}
-	h := &Handler{d: cfg.Decider, prefix: cfg.Prefix, trust: cfg.TrustForwarded, maxBody: cfg.MaxBodyBytes, log: cfg.Logger}
+	h := &Handler{d: cfg.Decider, rel: cfg.Releaser, prefix: cfg.Prefix, trust: cfg.TrustForwarded, maxBody: cfg.MaxBodyBytes, log: cfg.Logger}
 	if h.prefix == "" {
 		h.prefix = DefaultPrefix
 	}
@@ -140,22 +166,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.deny(w, r, apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "", "httpauthz: the original URI is not a valid request target"))
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxBody))
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxBody+1))
 	if err != nil {
 		body = nil // a broken body cannot name a model; decide without it
 	}
-	req := &authz.Request{Method: method, Path: path, Header: func(name string) string { return r.Header.Get(name) }, Body: body}
+	truncated := int64(len(body)) > h.maxBody
+	if truncated {
+		body = body[:h.maxBody]
+	}
+	req := &authz.Request{Method: method, Path: path, Header: func(name string) string { return r.Header.Get(name) }, Body: body, Truncated: truncated}
 	d := h.d.Decide(r.Context(), req)
+	if d.Allowed && len(d.RemoveQuery) > 0 {
+		// The proxies that call this endpoint can remove headers, not
+		// query parameters: allowing would send the virtual key upstream.
+		d = authz.Decision{Reason: authz.ReasonMalformed, Err: errQueryKey}
+	}
 	if !d.Allowed {
 		e := d.Err
 		if e == nil {
 			e = apierr.New(http.StatusServiceUnavailable, apierr.TypeInternal, "", "authorization failed")
+		}
+		for _, kv := range authz.RateLimitHeaders(&d) { // retry-after, rate_limit_type, reset_at
+			w.Header().Set(kv[0], kv[1])
 		}
 		h.deny(w, r, e)
 		return
 	}
 	hd := w.Header()
 	for _, kv := range h.d.Identity(&d) {
+		hd.Set(kv[0], kv[1])
+	}
+	for _, kv := range authz.RateLimitHeaders(&d) { // x-ratelimit-*, for keys with limits
 		hd.Set(kv[0], kv[1])
 	}
 	// The credential, and any identity header this key does not set (a
@@ -165,7 +206,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 	h.answers.WithLabelValues("200").Inc()
+	if h.rel != nil && d.RateLimit != nil && d.Entry != nil {
+		if lease := d.RateLimit.Lease(); lease != "" {
+			h.rel.Release(r.Context(), ratelimit.Subject{KeyHash: d.Entry.Key.Token, Lease: lease})
+		}
+	}
 }
+
+// errQueryKey denies a request carrying ?key=, which the HTTP mode's
+// proxies cannot strip before forwarding.
+var errQueryKey = apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "key",
+	"The request carries a key in the URL query (?key=), which this proxy cannot remove before forwarding, so it would reach the provider. "+
+		"Send the key in a header instead (x-goog-api-key or Authorization: Bearer).")
 
 // original recovers the original method and path-with-query.
 func (h *Handler) original(r *http.Request) (method, path string, ok bool) {

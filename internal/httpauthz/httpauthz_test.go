@@ -21,21 +21,22 @@ import (
 // fakeDecider records what the handler asked and answers with a fixed
 // decision, so the tests see exactly how the HTTP face translates.
 type fakeDecider struct {
-	mu       sync.Mutex
-	d        authz.Decision
-	identity [][2]string
-	method   string
-	path     string
-	body     string
-	auth     string
-	calls    int
+	mu        sync.Mutex
+	d         authz.Decision
+	identity  [][2]string
+	method    string
+	path      string
+	body      string
+	auth      string
+	truncated bool
+	calls     int
 }
 
 func (f *fakeDecider) Decide(_ context.Context, r *authz.Request) authz.Decision {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	f.method, f.path, f.body = r.Method, r.Path, string(r.Body)
+	f.method, f.path, f.body, f.truncated = r.Method, r.Path, string(r.Body), r.Truncated
 	if r.Header != nil {
 		f.auth = r.Header("authorization")
 	}
@@ -347,3 +348,35 @@ func FuzzOriginalURI(f *testing.F) {
 }
 
 func (f *fakeDecider) Unset(*authz.Decision) []string { return nil }
+
+// A body longer than the cap is passed on cut, and said to be cut (the
+// model check cannot trust it); one that fits is not.
+func TestBodyCutIsReported(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		body    string
+		maxBody int64
+		cut     bool
+	}{{`{"model":"gpt-4o"}`, 18, false}, {`{"model":"gpt-4o"}`, 17, true}, {"", 10, false}} {
+		f := &fakeDecider{d: authz.Decision{Allowed: true}}
+		h, _ := newHandler(t, f, httpauthz.Config{MaxBodyBytes: tt.maxBody})
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequestWithContext(t.Context(), "POST", "/authz/v1/chat/completions", strings.NewReader(tt.body)))
+		if f.truncated != tt.cut || int64(len(f.body)) > tt.maxBody {
+			t.Errorf("body %q cap %d: decided on %q truncated=%v, want truncated=%v", tt.body, tt.maxBody, f.body, f.truncated, tt.cut)
+		}
+	}
+}
+
+// An allowed request carrying ?key= is denied: the proxies behind this
+// endpoint cannot remove a query parameter, so the key would go upstream.
+func TestQueryKeyDenied(t *testing.T) {
+	t.Parallel()
+	f := &fakeDecider{d: authz.Decision{Allowed: true, RemoveQuery: []string{"key"}}}
+	h, _ := newHandler(t, f, httpauthz.Config{})
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequestWithContext(t.Context(), "POST", "/authz/v1beta/models/m:generateContent?key=sk-x", nil))
+	if w.Code != http.StatusBadRequest || w.Header().Get(httpauthz.HeaderDenyReason) != "bad_request_error" ||
+		!strings.Contains(w.Body.String(), "cannot remove before forwarding") {
+		t.Fatalf("got %d %q %s", w.Code, w.Header().Get(httpauthz.HeaderDenyReason), w.Body)
+	}
+}

@@ -11,6 +11,28 @@ const (
 // model of the group.
 type AccessGroups map[string][]string
 
+// AllowsAll reports whether a key whose models list is allowed may call
+// any model: an empty list, "*", "all-proxy-models", "all-team-models", or
+// an access group containing "*". Such a key has no model restriction, so
+// a request whose model cannot be known is no reason to deny it.
+func AllowsAll(allowed []string, groups AccessGroups) bool {
+	if len(allowed) == 0 {
+		return true
+	}
+	for _, a := range allowed {
+		switch a {
+		case "*", AllProxyModels, AllTeamModels:
+			return true
+		}
+		for _, g := range groups[a] {
+			if g == "*" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ModelAllowed reports whether a key whose models list is allowed may call
 // model, by spec section 4: an empty list, "*" or "all-proxy-models" allows
 // everything; "all-team-models" passes here (the Check then holds the key to
@@ -18,7 +40,10 @@ type AccessGroups map[string][]string
 // an entry containing "*" is a glob ("openai/*" allows "openai/gpt-4o");
 // otherwise an exact, case-sensitive match. aliases is the key's aliases map
 // (requested name -> target model): access to either the alias or its target
-// suffices. Access-group names expand to their models (globs allowed there).
+// suffices. Pass nil unless something downstream resolves aliases (a LiteLLM
+// proxy or router): otherwise the provider serves the alias name itself, and
+// an alias would grant a model the key may not use. Access-group names
+// expand to their models (globs allowed there).
 //
 // It does not allocate: the ext_authz Check calls it on every request.
 func ModelAllowed(allowed []string, aliases map[string]any, groups AccessGroups, model string) bool {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	perm "github.com/virtualkeys/sidecar/internal/access"
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/keys"
 )
@@ -27,8 +28,9 @@ var credentialHeaders = []string{
 // caller is the authenticated client of one request.
 type caller struct {
 	admin bool
-	hash  string    // the caller's key hash (master key: its SHA-256 hex)
-	key   *keys.Key // the caller's row (nil for the master key)
+	hash  string      // the caller's key hash (master key: its SHA-256 hex)
+	key   *keys.Key   // the caller's row (nil for the master key)
+	acc   perm.Caller // the caller for LiteLLM's role checks (with a Directory)
 }
 
 // userID returns the caller's user_id ("" when none).

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	perm "github.com/virtualkeys/sidecar/internal/access"
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/pybool"
@@ -84,6 +85,9 @@ func (a *API) generate(r *http.Request, c *caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.applyKeyGenRules(r, c, f); err != nil {
+		return nil, err
+	}
 	p, err := validate(f)
 	if err != nil {
 		return nil, err
@@ -153,6 +157,14 @@ func (a *API) update(r *http.Request, c *caller) (any, error) {
 		return nil, invalid("key", "key: Field required (or key_alias)")
 	}
 	f.NewKey, f.GracePeriod = opt[string]{}, opt[string]{}
+	if a.roles(c) {
+		if err := perm.KeyRequest(c.acc, optPtr(&f.UserID), optPtr(&f.TeamID)); err != nil {
+			return nil, err
+		}
+		if err := a.canModify(ctx, c, hash); err != nil {
+			return nil, fmt.Errorf("update: %w", err)
+		}
+	}
 	p, err := validate(f)
 	if err != nil {
 		return nil, err
@@ -233,6 +245,20 @@ func (a *API) delete(r *http.Request, c *caller) (any, error) {
 	}
 	slices.Sort(hashes)
 	hashes = slices.Compact(hashes)
+	if a.roles(c) { // can_delete_verification_token, for every key first
+		for _, h := range hashes {
+			k, err := a.st.Get(ctx, h)
+			if errors.Is(err, keys.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("delete: get: %w", err)
+			}
+			if err := a.canModifyKey(ctx, c, k); err != nil {
+				return nil, err
+			}
+		}
+	}
 	var deleted []*keys.Key
 	if len(hashes) > 0 {
 		if deleted, err = a.st.Delete(ctx, hashes); err != nil {
@@ -270,7 +296,15 @@ func (a *API) info(r *http.Request, c *caller) (any, error) {
 	}
 	ctx := r.Context()
 	k, err := a.st.Get(ctx, hash)
-	if !c.admin {
+	if a.roles(c) {
+		// LiteLLM: a missing key answers 404 before any 403.
+		if err != nil {
+			return nil, fmt.Errorf("key info %s: %w", keys.Redact(hash), err)
+		}
+		if err := a.canRead(c, k); err != nil {
+			return nil, err
+		}
+	} else if !c.admin {
 		own := c.key != nil && hash == c.key.Token
 		if !own && err == nil && k.UserID != nil && *k.UserID != "" && c.userID() == *k.UserID {
 			own = true
@@ -286,7 +320,7 @@ func (a *API) info(r *http.Request, c *caller) (any, error) {
 	return &infoResponse{Key: q, Info: infoRow{keyRow: view(k, a.clock())}}, nil
 }
 
-func (a *API) infoV2(r *http.Request, _ *caller) (any, error) {
+func (a *API) infoV2(r *http.Request, c *caller) (any, error) {
 	l, err := decodeLists(r, "keys")
 	if err != nil {
 		return nil, err
@@ -304,12 +338,15 @@ func (a *API) infoV2(r *http.Request, _ *caller) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("v2 key info: %w", err)
 		}
+		if a.canRead(c, k) != nil {
+			continue // keys the caller may not read are left out
+		}
 		rows = append(rows, view(k, now))
 	}
 	return &infoV2Response{Key: l[0].V, Info: rows}, nil
 }
 
-func (a *API) list(r *http.Request, _ *caller) (any, error) {
+func (a *API) list(r *http.Request, c *caller) (any, error) {
 	qs, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return nil, invalid("query", "query: malformed query string")
@@ -365,6 +402,13 @@ func (a *API) list(r *http.Request, _ *caller) (any, error) {
 		OrganizationID: qs.Get("organization_id"),
 		KeyAlias:       qs.Get("key_alias"),
 		Desc:           true,
+	}
+	if a.roles(c) { // validate_key_list_check; non-admins see their own keys
+		scope, err := perm.ListScope(c.acc, q.UserID, q.TeamID, q.OrganizationID)
+		if err != nil {
+			return nil, err
+		}
+		q.UserID = scope
 	}
 	if h := qs.Get("key_hash"); h != "" {
 		q.KeyHash = keys.Ref(h)
@@ -428,6 +472,9 @@ func (a *API) setBlocked(r *http.Request, c *caller, blocked bool) (any, error) 
 	if err != nil {
 		return nil, fmt.Errorf("block: get %s: %w", keys.Redact(hash), err)
 	}
+	if err := a.canModifyKey(ctx, c, before); err != nil {
+		return nil, err
+	}
 	k, err := a.st.SetBlocked(ctx, hash, blocked)
 	if err != nil {
 		return nil, fmt.Errorf("block: set %s: %w", keys.Redact(hash), err)
@@ -475,6 +522,9 @@ func (a *API) regenerate(r *http.Request, c *caller) (any, error) {
 		return nil, badRequest("new_key", "Key already exists")
 	}
 	ctx := r.Context()
+	if err := a.canModify(ctx, c, oldHash); err != nil {
+		return nil, fmt.Errorf("regenerate: %w", err)
+	}
 	if f.KeyAlias.ok() {
 		if err := a.checkAlias(ctx, f.KeyAlias.V, oldHash); err != nil {
 			return nil, err

@@ -8,7 +8,9 @@
 // store.Org, plus the OpenAPI document that describes it (/openapi.json).
 //
 // Every error answers in LiteLLM's envelope (internal/apierr). The master key
-// may call everything; a virtual key may read its own key (GET /key/info) and
+// may call everything. With a Directory (users and teams), LiteLLM's roles
+// and permissions apply to other callers (internal/access; roles.go);
+// without one a virtual key may only read its own key (GET /key/info) and
 // call POST /key/health. Every successful mutation appends an audit row and
 // calls Config.Invalidate for each affected hash so this replica's cache drops
 // the key at once; other replicas learn through the store's change feed.
@@ -42,6 +44,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
+	"github.com/virtualkeys/sidecar/internal/keygen"
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/store"
 )
@@ -106,6 +109,19 @@ type Config struct {
 	// on every query it makes): a database that hangs answers 503 instead
 	// of holding the request. 0 means DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// KeyGeneration holds LiteLLM's key-generation rules (config.yaml's
+	// key_generation_settings, default_key_generate_params and
+	// upperbound_key_generate_params), applied on /key/generate. nil
+	// applies none.
+	KeyGeneration *keygen.Settings
+	// Teams finds a team key's team for those rules. nil means Directory's
+	// teams, or, without a Directory, no team table: a team_id is a label
+	// and the team-key rules are skipped.
+	Teams TeamFinder
+	// Directory reads callers' user rows and keys' team rows for LiteLLM's
+	// roles and permissions (docs/api.md's matrix). nil: only the master
+	// key manages keys; a virtual key reads its own key.
+	Directory Directory
 }
 
 // DefaultRequestTimeout is Config.RequestTimeout's zero value.
@@ -123,6 +139,9 @@ type API struct {
 	maxBody    int64
 	timeout    time.Duration
 	now        func() time.Time
+	keyGen     *keygen.Settings
+	teams      TeamFinder
+	dir        Directory
 	mux        *http.ServeMux
 
 	requests *prometheus.CounterVec
@@ -156,6 +175,12 @@ func New(cfg Config) (*API, error) {
 		maxBody:    cfg.MaxBodyBytes,
 		timeout:    cfg.RequestTimeout,
 		now:        cfg.Now,
+		keyGen:     cfg.KeyGeneration,
+		teams:      cfg.Teams,
+		dir:        cfg.Directory,
+	}
+	if a.teams == nil && a.dir != nil {
+		a.teams = a.dirTeams
 	}
 	if a.timeout == 0 {
 		a.timeout = DefaultRequestTimeout
@@ -333,8 +358,11 @@ func (a *API) serveRoute(w http.ResponseWriter, r *http.Request, rt route, cp **
 			return a.writeErr(w, r, err)
 		}
 		*cp = c
-		if !c.admin && rt.access != virtualOK {
-			return a.writeErr(w, r, errAdminOnly(rt.method+" "+r.URL.Path))
+		if err := a.resolveRole(r.Context(), c); err != nil {
+			return a.writeErr(w, r, err)
+		}
+		if err := a.routeCheck(r, rt, c); err != nil {
+			return a.writeErr(w, r, err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)

@@ -1,0 +1,192 @@
+package access
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/virtualkeys/sidecar/internal/apierr"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// callers are every kind of caller the permission matrix (docs/api.md) has.
+var callers = map[string]Caller{
+	"master":               {Master: true},
+	"proxy_admin":          {Role: RoleProxyAdmin, UserID: "pa", HasUserRow: true, Token: "t-pa"},
+	"proxy_admin_viewer":   {Role: RoleProxyAdminViewer, UserID: "pv", HasUserRow: true, Token: "t-pv"},
+	"internal_user":        {Role: RoleInternalUser, UserID: "iu", HasUserRow: true, Token: "t-iu", UserTeams: []string{"t1"}},
+	"internal_user_viewer": {Role: RoleInternalUserViewer, UserID: "iv", HasUserRow: true, Token: "t-iv"},
+	"team admin":           {Role: RoleInternalUser, UserID: "ta", TeamID: "t1", HasUserRow: true, Token: "t-ta", UserTeams: []string{"t1"}},
+	"team user":            {Role: RoleInternalUser, UserID: "tu", TeamID: "t1", HasUserRow: true, Token: "t-tu", UserTeams: []string{"t1"}},
+	"no user":              {Token: "t-none"},
+}
+
+var team1 = &Team{TeamID: "t1", Members: map[string]string{"ta": "admin", "tu": "user"}}
+
+// result is status/type/message, "" for allowed.
+func result(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	e, ok := err.(*apierr.Error)
+	if !ok {
+		return fmt.Sprintf("non-API error %v", err)
+	}
+	return fmt.Sprintf("%d %s %s", e.Status, e.Type, e.Message)
+}
+
+const adminOnly = "Authentication Error, Only proxy admin can be used to generate, delete, update info for new keys/users/teams. Route=%s. Your role=%s. Your user_id=%s"
+
+func TestRoute(t *testing.T) {
+	writes := []string{RouteGenerate, RouteUpdate, RouteDelete, RouteRegenerate, RouteBlock, RouteUnblock}
+	for name, c := range callers {
+		for _, r := range append(writes, infoRoutes...) {
+			t.Run(name+" "+r, func(t *testing.T) {
+				want := "ok"
+				isWrite := !contains(infoRoutes, r)
+				switch {
+				case !isWrite, c.Admin():
+				case c.Role == RoleProxyAdminViewer:
+					want = "403 auth_error user not allowed to access this route, role= proxy_admin_viewer. Trying to access: " + r
+				case c.Role == RoleInternalUser:
+				case c.HasUserRow:
+					want = "401 auth_error " + fmt.Sprintf(adminOnly, r, c.Role, c.UserID)
+				default:
+					want = "401 auth_error " + fmt.Sprintf(adminOnly, r, "unknown", "unknown")
+				}
+				if got := result(Route(c, r)); got != want {
+					t.Errorf("got  %s\nwant %s", got, want)
+				}
+			})
+		}
+	}
+}
+
+func contains(l []string, s string) bool {
+	for _, v := range l {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestKeyRequest(t *testing.T) {
+	tests := []struct {
+		caller         string
+		userID, teamID *string
+		want           string
+	}{
+		{"master", ptr("anyone"), ptr("any"), "ok"},
+		{"proxy_admin", ptr("anyone"), ptr("any"), "ok"},
+		{"internal_user", nil, nil, "ok"},
+		{"internal_user", ptr("iu"), nil, "ok"},
+		{"internal_user", ptr("other"), nil, "403 internal_server_error User can only create keys for themselves. Got user_id=other, Your ID=iu"},
+		{"internal_user", nil, ptr("t1"), "403 internal_server_error User can only create keys for their own team. Got=t1, Your Team ID=None"},
+		{"team admin", nil, ptr("t1"), "ok"},
+		{"team admin", nil, ptr("t2"), "403 internal_server_error User can only create keys for their own team. Got=t2, Your Team ID=t1"},
+		{"no user", ptr("x"), nil, "403 internal_server_error User can only create keys for themselves. Got user_id=x, Your ID=None"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.caller, func(t *testing.T) {
+			if got := result(KeyRequest(callers[tt.caller], tt.userID, tt.teamID)); got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCanModify(t *testing.T) {
+	own := Key{Token: "k1", UserID: "iu"}
+	other := Key{Token: "k2", UserID: "someone"}
+	teamKey := Key{Token: "k3", TeamID: "t1"}
+	lost := Key{Token: "k4", TeamID: "gone"}
+	const notYours = "403 internal_server_error {'error': 'You are not authorized to delete this key'}"
+	tests := []struct {
+		caller string
+		key    Key
+		team   *Team
+		roles  []string
+		want   string
+	}{
+		{"master", other, nil, nil, "ok"},
+		{"master", lost, nil, nil, "ok"},
+		{"proxy_admin", other, nil, nil, "ok"},
+		{"internal_user", own, nil, nil, "ok"},
+		{"internal_user", other, nil, nil, notYours},
+		{"internal_user", Key{Token: "k5"}, nil, nil, notYours},
+		{"no user", Key{Token: "k5"}, nil, nil, notYours},
+		{"team admin", teamKey, team1, nil, "ok"},
+		{"team user", teamKey, team1, nil, "ok"},
+		{"team user", teamKey, team1, []string{"admin"}, "400 internal_server_error Team member role user not in allowed_team_member_roles=['admin']"},
+		{"internal_user", teamKey, team1, nil, "400 internal_server_error User=iu not assigned to team=t1"},
+		{"no user", teamKey, team1, nil, "400 internal_server_error User=None not assigned to team=t1"},
+		{"team admin", lost, nil, nil, "404 internal_server_error {'error': 'Team not found in db, and user not proxy admin. Team id = gone'}"},
+		{"proxy_admin_viewer", own, nil, nil, notYours},
+	}
+	for _, tt := range tests {
+		t.Run(tt.caller+" "+tt.key.Token, func(t *testing.T) {
+			if got := result(CanModify(callers[tt.caller], tt.key, tt.team, tt.roles)); got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCanRead(t *testing.T) {
+	tests := []struct {
+		caller string
+		key    Key
+		want   string
+	}{
+		{"master", Key{Token: "x"}, "ok"},
+		{"proxy_admin", Key{Token: "x"}, "ok"},
+		{"proxy_admin_viewer", Key{Token: "x"}, "ok"},
+		{"internal_user", Key{Token: "x", UserID: "iu"}, "ok"},
+		{"internal_user", Key{Token: "t-iu"}, "ok"},
+		{"internal_user_viewer", Key{Token: "x", UserID: "iv"}, "ok"},
+		{"internal_user", Key{Token: "x", UserID: "other"}, "403 internal_server_error You are not allowed to access this key's info. Your role=internal_user"},
+		{"internal_user_viewer", Key{Token: "x"}, "403 internal_server_error You are not allowed to access this key's info. Your role=internal_user_viewer"},
+		{"no user", Key{Token: "t-none"}, "ok"},
+		{"no user", Key{Token: "x"}, "403 internal_server_error You are not allowed to access this key's info. Your role=None"},
+		{"team admin", Key{Token: "x", TeamID: "t1"}, "403 internal_server_error You are not allowed to access this key's info. Your role=internal_user"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.caller+" "+tt.key.Token, func(t *testing.T) {
+			if got := result(CanRead(callers[tt.caller], tt.key)); got != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestListScope(t *testing.T) {
+	const noUser = "403 bad_request_error You are not authorized to access this endpoint. No 'user_id' is associated with your API key."
+	tests := []struct {
+		caller               string
+		user, team, org      string
+		wantScope, wantError string
+	}{
+		{"master", "", "", "", "", "ok"},
+		{"master", "u", "", "", "u", "ok"},
+		{"proxy_admin", "", "", "", "", "ok"},
+		{"proxy_admin_viewer", "", "", "", "", "ok"},
+		{"internal_user", "", "", "", "iu", "ok"},
+		{"internal_user", "iu", "", "", "iu", "ok"},
+		{"internal_user", "other", "", "", "", "403 bad_request_error You are not authorized to check another user's keys"},
+		{"internal_user", "", "t1", "", "iu", "ok"},
+		{"internal_user", "", "t9", "", "", "403 bad_request_error You are not authorized to check this team's keys"},
+		{"internal_user", "", "", "o1", "", "403 bad_request_error You are not authorized to check this organization's keys"},
+		{"internal_user_viewer", "", "", "", "iv", "ok"},
+		{"no user", "", "", "", "", noUser},
+		{"team admin", "", "t1", "", "ta", "ok"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.caller, func(t *testing.T) {
+			scope, err := ListScope(callers[tt.caller], tt.user, tt.team, tt.org)
+			if got := result(err); got != tt.wantError || scope != tt.wantScope {
+				t.Errorf("got %q %s\nwant %q %s", scope, got, tt.wantScope, tt.wantError)
+			}
+		})
+	}
+}

@@ -1,0 +1,151 @@
+package mgmt
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	perm "github.com/virtualkeys/sidecar/internal/access"
+	"github.com/virtualkeys/sidecar/internal/keygen"
+	"github.com/virtualkeys/sidecar/internal/keys"
+)
+
+// Directory reads the users and teams behind callers and keys
+// (LiteLLM_UserTable, LiteLLM_TeamTable) for LiteLLM's role checks
+// (internal/access). With none (Config.Directory nil) only the master key
+// manages keys and a virtual key reads its own key.
+type Directory interface {
+	// User returns a user's user_role and teams; found is false when the
+	// user has no row.
+	User(ctx context.Context, userID string) (role string, teams []string, found bool, err error)
+	// Team returns a team's members_with_roles; nil, nil when no such team.
+	Team(ctx context.Context, teamID string) (*perm.Team, error)
+}
+
+// resolveRole fills c.acc from the caller key's user row; a proxy_admin's
+// key becomes an admin caller.
+func (a *API) resolveRole(ctx context.Context, c *caller) error {
+	if a.dir == nil || c.key == nil {
+		return nil
+	}
+	c.acc = perm.Caller{Token: c.key.Token, UserID: c.userID()}
+	if c.key.TeamID != nil {
+		c.acc.TeamID = *c.key.TeamID
+	}
+	if c.acc.UserID == "" {
+		return nil
+	}
+	role, teams, found, err := a.dir.User(ctx, c.acc.UserID)
+	if err != nil {
+		return fmt.Errorf("caller's user: %w", err)
+	}
+	c.acc.Role, c.acc.UserTeams, c.acc.HasUserRow = role, teams, found
+	if role == perm.RoleProxyAdmin {
+		c.admin = true
+	}
+	return nil
+}
+
+// routeName is LiteLLM's name of a route for its route checks.
+func routeName(rt route) string {
+	if rt.path == "/key/{key}/regenerate" {
+		return perm.RouteRegenerate
+	}
+	return rt.path
+}
+
+// roles reports whether LiteLLM's role checks apply to c: a directory is
+// configured and c is not a proxy admin.
+func (a *API) roles(c *caller) bool { return a.dir != nil && c != nil && !c.admin }
+
+// teamRoles are the team roles that may manage a team's keys.
+func (a *API) teamRoles() []string {
+	if s := a.keyGen; s != nil && s.KeyGeneration != nil && s.KeyGeneration.Team != nil {
+		return s.KeyGeneration.Team.AllowedTeamMemberRoles
+	}
+	return nil
+}
+
+// canModify is perm.CanModify on the stored key hash (404 when missing).
+func (a *API) canModify(ctx context.Context, c *caller, hash string) error {
+	if !a.roles(c) {
+		return nil
+	}
+	k, err := a.st.Get(ctx, hash)
+	if err != nil {
+		return fmt.Errorf("get %s: %w", keys.Redact(hash), err)
+	}
+	return a.canModifyKey(ctx, c, k)
+}
+
+func (a *API) canModifyKey(ctx context.Context, c *caller, k *keys.Key) error {
+	if !a.roles(c) {
+		return nil
+	}
+	target := accessKey(k)
+	var team *perm.Team
+	if target.TeamID != "" {
+		t, err := a.dir.Team(ctx, target.TeamID)
+		if err != nil {
+			return fmt.Errorf("key's team: %w", err)
+		}
+		team = t
+	}
+	return perm.CanModify(c.acc, target, team, a.teamRoles())
+}
+
+func accessKey(k *keys.Key) perm.Key {
+	t := perm.Key{Token: k.Token}
+	if k.UserID != nil {
+		t.UserID = *k.UserID
+	}
+	if k.TeamID != nil {
+		t.TeamID = *k.TeamID
+	}
+	return t
+}
+
+// dirTeams adapts the directory to the key-generation rules' team lookup.
+func (a *API) dirTeams(ctx context.Context, id string) (*keygen.Team, error) {
+	t, err := a.dir.Team(ctx, id)
+	if err != nil || t == nil {
+		return nil, err
+	}
+	return &keygen.Team{TeamID: t.TeamID, Members: t.Members}, nil
+}
+
+// canRead is perm.CanRead for a key that exists.
+func (a *API) canRead(c *caller, k *keys.Key) error {
+	if !a.roles(c) {
+		return nil
+	}
+	return perm.CanRead(c.acc, accessKey(k))
+}
+
+// routeCheck is LiteLLM's route check for a caller that is not a proxy
+// admin; without a directory, the sidecar's own rule (master key only,
+// except virtualOK routes).
+func (a *API) routeCheck(r *http.Request, rt route, c *caller) error {
+	if c.admin {
+		return nil
+	}
+	if a.dir == nil {
+		if rt.access != virtualOK {
+			return errAdminOnly(rt.method + " " + r.URL.Path)
+		}
+		return nil
+	}
+	if rt.path == "/key/health" {
+		return nil
+	}
+	if !strings.HasPrefix(rt.path, "/key/") && rt.path != "/v2/key/info" {
+		// /team/* and /user/*: the sidecar's rule (a proxy_admin user is an
+		// admin caller) until their own role checks land.
+		if rt.access != virtualOK {
+			return errAdminOnly(rt.method + " " + r.URL.Path)
+		}
+		return nil
+	}
+	return perm.Route(c.acc, routeName(rt))
+}
