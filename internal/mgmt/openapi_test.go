@@ -134,9 +134,15 @@ func TestOpenAPI(t *testing.T) {
 	if len(routes) < 12 {
 		t.Fatalf("only %d routes", len(routes))
 	}
+	// Operations served by the sidecar around this API (/healthz, /readyz,
+	// /metrics, /authz/*) are marked x-served-by; cmd/sidecar tests them.
 	documented := 0
 	for _, m := range doc.Paths {
-		documented += len(m)
+		for _, op := range m {
+			if op["x-served-by"] == nil {
+				documented++
+			}
+		}
 	}
 	if documented != len(routes) {
 		t.Errorf("%d operations documented, %d routes served", documented, len(routes))

@@ -342,6 +342,9 @@ func TestVerifyOnly(t *testing.T) {
 		`GRANT SELECT ON litellm_sidecar.schema_migrations TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON "LiteLLM_VerificationToken", "LiteLLM_DeprecatedVerificationToken" TO ` + role,
 		`GRANT SELECT, INSERT ON "LiteLLM_AuditLog" TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON "LiteLLM_TeamTable", "LiteLLM_UserTable", "LiteLLM_TeamMembership", "LiteLLM_BudgetTable" TO ` + role,
+		`GRANT SELECT, INSERT ON "LiteLLM_SpendLogs" TO ` + role,
+		`GRANT SELECT, INSERT, DELETE ON litellm_sidecar.spend_batches TO ` + role,
 	} {
 		exec(t, c, q)
 	}

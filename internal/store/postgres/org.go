@@ -27,7 +27,21 @@ type orgTables struct {
 	memberList string // a team's memberships joined with their budgets
 }
 
+// errNoOrg: the database has no LiteLLM team and user tables (a key table
+// set up without LiteLLM's migrations); teams and users then do not exist.
+var errNoOrg = fmt.Errorf("postgres: LiteLLM's team and user tables do not exist on this database: %w", keys.ErrNotFound)
+
+// loadOrg reads the team, user, membership and budget tables' columns. A
+// database without LiteLLM's team table has none of these: nil, and the
+// Org methods answer as for an empty organisation.
 func loadOrg(ctx context.Context, pool *pgxpool.Pool) (*orgTables, error) {
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, quote(store.TeamTable.Name)).Scan(&exists); err != nil {
+		return nil, err
+	}
+	if !exists {
+		return nil, nil
+	}
 	var o orgTables
 	var err error
 	if o.teams, err = loadTable(ctx, pool, store.TeamTable); err != nil {
@@ -50,6 +64,9 @@ func loadOrg(ctx context.Context, pool *pgxpool.Pool) (*orgTables, error) {
 }
 
 func (s *Store) CreateTeam(ctx context.Context, t *keys.Team) error {
+	if s.org == nil {
+		return errNoOrg
+	}
 	if t == nil || t.TeamID == "" {
 		return fmt.Errorf("postgres: create team: empty team_id: %w", keys.ErrInvalid)
 	}
@@ -63,6 +80,9 @@ func (s *Store) CreateTeam(ctx context.Context, t *keys.Team) error {
 }
 
 func (s *Store) GetTeam(ctx context.Context, id string) (*keys.Team, error) {
+	if s.org == nil {
+		return nil, errNoOrg
+	}
 	t, err := s.org.teams.one(ctx, s.pool, s.org.teams.get, id)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get team %q: %w", id, err)
@@ -71,6 +91,9 @@ func (s *Store) GetTeam(ctx context.Context, id string) (*keys.Team, error) {
 }
 
 func (s *Store) UpdateTeam(ctx context.Context, id string, fn func(t *keys.Team) error) (*keys.Team, error) {
+	if s.org == nil {
+		return nil, errNoOrg
+	}
 	var out *keys.Team
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
@@ -92,6 +115,9 @@ func (s *Store) UpdateTeam(ctx context.Context, id string, fn func(t *keys.Team)
 }
 
 func (s *Store) DeleteTeams(ctx context.Context, ids []string) ([]*keys.Team, error) {
+	if s.org == nil {
+		return nil, nil
+	}
 	ids = sortedUnique(ids)
 	out := []*keys.Team{}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -111,6 +137,9 @@ func (s *Store) DeleteTeams(ctx context.Context, ids []string) ([]*keys.Team, er
 }
 
 func (s *Store) ListTeams(ctx context.Context, q store.TeamQuery) ([]*keys.Team, error) {
+	if s.org == nil {
+		return nil, nil
+	}
 	var where []string
 	var args []any
 	add := func(cond string, v any) {
@@ -139,6 +168,9 @@ func (s *Store) ListTeams(ctx context.Context, q store.TeamQuery) ([]*keys.Team,
 }
 
 func (s *Store) CreateUser(ctx context.Context, u *keys.User) error {
+	if s.org == nil {
+		return errNoOrg
+	}
 	if u == nil || u.UserID == "" {
 		return fmt.Errorf("postgres: create user: empty user_id: %w", keys.ErrInvalid)
 	}
@@ -152,6 +184,9 @@ func (s *Store) CreateUser(ctx context.Context, u *keys.User) error {
 }
 
 func (s *Store) GetUser(ctx context.Context, id string) (*keys.User, error) {
+	if s.org == nil {
+		return nil, errNoOrg
+	}
 	u, err := s.org.users.one(ctx, s.pool, s.org.users.get, id)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get user %q: %w", id, err)
@@ -160,6 +195,9 @@ func (s *Store) GetUser(ctx context.Context, id string) (*keys.User, error) {
 }
 
 func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *keys.User) error) (*keys.User, error) {
+	if s.org == nil {
+		return nil, errNoOrg
+	}
 	var out *keys.User
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
@@ -181,6 +219,9 @@ func (s *Store) UpdateUser(ctx context.Context, id string, fn func(u *keys.User)
 }
 
 func (s *Store) DeleteUsers(ctx context.Context, ids []string) ([]*keys.User, error) {
+	if s.org == nil {
+		return nil, nil
+	}
 	ids = sortedUnique(ids)
 	var out []*keys.User
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -199,6 +240,9 @@ func (s *Store) DeleteUsers(ctx context.Context, ids []string) ([]*keys.User, er
 }
 
 func (s *Store) ListUsers(ctx context.Context, q store.UserQuery) ([]*keys.User, int, error) {
+	if s.org == nil {
+		return nil, 0, nil
+	}
 	var where []string
 	var args []any
 	add := func(cond string, v any) {
@@ -261,6 +305,9 @@ func (s *Store) scanMember(row pgx.Row) (*keys.Membership, error) {
 }
 
 func (s *Store) GetMembership(ctx context.Context, teamID, userID string) (*keys.Membership, error) {
+	if s.org == nil {
+		return nil, errNoOrg
+	}
 	m, err := s.scanMember(s.pool.QueryRow(ctx, s.org.memberGet, userID, teamID))
 	if errNoRows(err) {
 		err = keys.ErrNotFound
@@ -272,6 +319,9 @@ func (s *Store) GetMembership(ctx context.Context, teamID, userID string) (*keys
 }
 
 func (s *Store) ListMemberships(ctx context.Context, teamID string) ([]*keys.Membership, error) {
+	if s.org == nil {
+		return nil, nil
+	}
 	rows, err := s.pool.Query(ctx, s.org.memberList, teamID)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: list memberships %q: %w", teamID, err)
@@ -292,6 +342,9 @@ func (s *Store) ListMemberships(ctx context.Context, teamID string) ([]*keys.Mem
 }
 
 func (s *Store) PutMembership(ctx context.Context, m *keys.Membership, b *keys.Budget) error {
+	if s.org == nil {
+		return errNoOrg
+	}
 	if m == nil || m.TeamID == "" || m.UserID == "" {
 		return fmt.Errorf("postgres: put membership: empty team_id or user_id: %w", keys.ErrInvalid)
 	}
@@ -327,6 +380,9 @@ func (s *Store) PutMembership(ctx context.Context, m *keys.Membership, b *keys.B
 }
 
 func (s *Store) DeleteMembership(ctx context.Context, teamID, userID string) error {
+	if s.org == nil {
+		return errNoOrg
+	}
 	if _, err := s.pool.Exec(ctx, `DELETE FROM `+s.org.members.name+` WHERE user_id = $1 AND team_id = $2`, userID, teamID); err != nil {
 		return fmt.Errorf("postgres: delete membership %q/%q: %w", teamID, userID, err)
 	}
@@ -336,6 +392,9 @@ func (s *Store) DeleteMembership(ctx context.Context, teamID, userID string) err
 // AddOrgSpend adds the deltas in one transaction, locking teams, then
 // memberships, then users, each in sorted order.
 func (s *Store) AddOrgSpend(ctx context.Context, d store.OrgSpend) error {
+	if s.org == nil {
+		return nil
+	}
 	if d.Empty() {
 		return nil
 	}
@@ -435,6 +494,9 @@ func pageOf(page, size int) (int, int) {
 // ResetOrgBudgets resets due teams, users and member budgets (rows another
 // replica is resetting are skipped: SKIP LOCKED).
 func (s *Store) ResetOrgBudgets(ctx context.Context, nowT time.Time) (int, error) {
+	if s.org == nil {
+		return 0, nil
+	}
 	n := 0
 	nowT = nowT.UTC().Truncate(time.Millisecond)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {

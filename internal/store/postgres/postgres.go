@@ -153,6 +153,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	feedCfg.RuntimeParams["application_name"] = feedApplicationName
 	_, userTimeout := pcfg.ConnConfig.RuntimeParams["statement_timeout"]
+	// options=-c statement_timeout=... in the URL is the operator's too.
+	userTimeout = userTimeout || strings.Contains(pcfg.ConnConfig.RuntimeParams["options"], "statement_timeout")
 	ourTimeout := !userTimeout
 	if ourTimeout {
 		st := cfg.StatementTimeout

@@ -541,10 +541,14 @@ func TestOpenOnMinimalKeyTable(t *testing.T) {
 
 func TestOrgConformance(t *testing.T) {
 	storetest.RunOrg(t, func(t *testing.T) storetest.OrgStore {
-		s, err := Open(t.Context(), Config{URL: pgtest.URL(t)})
+		url := pgtest.URL(t)
+		s, err := Open(t.Context(), Config{URL: url})
 		if err != nil {
 			t.Fatalf("Open: %v", err)
 		}
+		// LiteLLM's schema (created by Open) has foreign keys: seed the
+		// budget and organization rows the suite names.
+		litellmtest.Seed(t, url, nil, []string{"org-1"}) // budgets are the suite's own
 		return s
 	})
 }

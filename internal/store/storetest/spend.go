@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"sync"
@@ -77,10 +78,10 @@ func (s *suite) testApplySpend(t *testing.T) {
 	if k.Spend != 1.75 {
 		t.Errorf("spend = %v, want 1.75", k.Spend)
 	}
-	if v, _ := k.ModelSpend["gpt-4o"].(float64); math.Abs(v-1.7) > 1e-12 {
+	if v := modelSpend(k.ModelSpend["gpt-4o"]); math.Abs(v-1.7) > 1e-12 {
 		t.Errorf("model_spend[gpt-4o] = %v, want 1.7", k.ModelSpend["gpt-4o"])
 	}
-	if v, _ := k.ModelSpend["claude"].(float64); v != 0.05 {
+	if v := modelSpend(k.ModelSpend["claude"]); v != 0.05 {
 		t.Errorf("model_spend[claude] = %v, want 0.05", k.ModelSpend["claude"])
 	}
 	if k.ModelSpend["weird"] != "x" {
@@ -158,7 +159,7 @@ func (s *suite) testApplySpendConcurrent(t *testing.T) {
 	}
 	if k := mustGet(t, st, a); math.Abs(k.Spend-n*0.01) > 1e-9 {
 		t.Errorf("spend a = %v, want %v", k.Spend, n*0.01)
-	} else if v, _ := k.ModelSpend["m"].(float64); math.Abs(v-n*0.01) > 1e-9 {
+	} else if v := modelSpend(k.ModelSpend["m"]); math.Abs(v-n*0.01) > 1e-9 {
 		t.Errorf("model_spend a = %v, want %v", v, n*0.01)
 	}
 	if k := mustGet(t, st, b); math.Abs(k.Spend-n*0.02) > 1e-9 {
@@ -268,4 +269,17 @@ func meterKey(tok string) *keys.Key {
 	k := fullKey(tok)
 	k.Spend, k.KeyAlias, k.ModelSpend = 0, nil, map[string]any{}
 	return k
+}
+
+// modelSpend reads a model_spend value: the stores decode JSON numbers
+// losslessly (json.Number) or as float64.
+func modelSpend(v any) float64 {
+	switch n := v.(type) {
+	case float64:
+		return n
+	case json.Number:
+		f, _ := n.Float64()
+		return f
+	}
+	return 0
 }

@@ -54,22 +54,17 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
-DROP TRIGGER IF EXISTS litellm_sidecar_org ON "LiteLLM_TeamTable";
-CREATE TRIGGER litellm_sidecar_org
-    AFTER INSERT OR UPDATE OR DELETE ON "LiteLLM_TeamTable"
-    FOR EACH ROW EXECUTE FUNCTION litellm_sidecar.notify_org_change();
-
-DROP TRIGGER IF EXISTS litellm_sidecar_org ON "LiteLLM_UserTable";
-CREATE TRIGGER litellm_sidecar_org
-    AFTER INSERT OR UPDATE OR DELETE ON "LiteLLM_UserTable"
-    FOR EACH ROW EXECUTE FUNCTION litellm_sidecar.notify_org_change();
-
-DROP TRIGGER IF EXISTS litellm_sidecar_org ON "LiteLLM_TeamMembership";
-CREATE TRIGGER litellm_sidecar_org
-    AFTER INSERT OR UPDATE OR DELETE ON "LiteLLM_TeamMembership"
-    FOR EACH ROW EXECUTE FUNCTION litellm_sidecar.notify_org_change();
-
-DROP TRIGGER IF EXISTS litellm_sidecar_org ON "LiteLLM_BudgetTable";
-CREATE TRIGGER litellm_sidecar_org
-    AFTER INSERT OR UPDATE OR DELETE ON "LiteLLM_BudgetTable"
-    FOR EACH ROW EXECUTE FUNCTION litellm_sidecar.notify_org_change();
+-- Attached to whichever of the four tables exist (a key table set up
+-- without LiteLLM's migrations may lack them; the store then has no teams).
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['LiteLLM_TeamTable', 'LiteLLM_UserTable', 'LiteLLM_TeamMembership', 'LiteLLM_BudgetTable'] LOOP
+        IF to_regclass(format('%I', t)) IS NOT NULL THEN
+            EXECUTE format('DROP TRIGGER IF EXISTS litellm_sidecar_org ON %I', t);
+            EXECUTE format('CREATE TRIGGER litellm_sidecar_org AFTER INSERT OR UPDATE OR DELETE ON %I FOR EACH ROW EXECUTE FUNCTION litellm_sidecar.notify_org_change()', t);
+        END IF;
+    END LOOP;
+END
+$$;
