@@ -15,11 +15,13 @@ import (
 
 	"github.com/virtualkeys/sidecar/internal/authz"
 	"github.com/virtualkeys/sidecar/internal/budget"
+	"github.com/virtualkeys/sidecar/internal/budgetalert"
 	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/extproc"
 	"github.com/virtualkeys/sidecar/internal/httpauthz"
 	"github.com/virtualkeys/sidecar/internal/keygen"
 	"github.com/virtualkeys/sidecar/internal/mgmt"
+	"github.com/virtualkeys/sidecar/internal/modelbudget"
 	"github.com/virtualkeys/sidecar/internal/pricing"
 	"github.com/virtualkeys/sidecar/internal/ratelimit"
 	"github.com/virtualkeys/sidecar/internal/spend"
@@ -84,8 +86,11 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		closeAll = func() { closeRest(); closeLimiter() }
 	}
 
+	// model_max_budget windows, fed by this replica's metering.
+	modelSpend := modelbudget.NewTracker(kc, nil)
 	a, err := authz.New(authz.Config{
-		Cache: kc, Org: org.checks(), MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
+		ModelSpend: modelSpend,
+		Cache:      kc, Org: org.checks(), MasterKey: cfg.MasterKey, AccessGroups: groups, KeyHeader: cfg.KeyHeader,
 		ModelHeader: cfg.ModelHeader, IdentityHeaderPrefix: cfg.IdentityHeaderPrefix,
 		Registerer: reg, Logger: log.With("component", "authz"),
 		DecisionLog:    decisionLog(cfg, log),
@@ -133,7 +138,12 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, fmt.Errorf("budget job: %w", err)
 	}
 
-	meter, err := buildMetering(cfg, st, kc, limiterEnds{limiter}, log, reg)
+	alerts, err := budgetalert.New(budgetalert.Config{Keys: kc, Sender: hooks, Store: st, Registerer: reg, Logger: log.With("component", "budgetalert")})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	meter, err := buildMetering(cfg, st, kc, limiterEnds{limiter}, log, reg, modelSpend, alerts)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -151,7 +161,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 			mux.Handle(httpAuthz.Prefix()+"/", httpAuthz)
 			mux.Handle("/", api.Handler()) // /key/*, /v2/key/info, /openapi.json, and LiteLLM-style 404s
 		},
-		jobs:     append([]func(context.Context) error{resets.Run, hooks.Run, meter.accountant.Run, meter.prices.Run}, jobs...),
+		jobs:     append([]func(context.Context) error{resets.Run, hooks.Run, alerts.Run, meter.accountant.Run, meter.prices.Run}, jobs...),
 		close:    closeAll,
 		limiter:  limiter,
 		degraded: limiter.Degraded,
@@ -217,7 +227,7 @@ type metering struct {
 
 // buildMetering builds the price source, the spend accountant (local
 // spend in the key cache, batches to the store) and the ext_proc server.
-func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, limiter extproc.Limiter, log *slog.Logger, reg prometheus.Registerer) (*metering, error) {
+func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, limiter extproc.Limiter, log *slog.Logger, reg prometheus.Registerer, observers ...spend.Observer) (*metering, error) {
 	w, ok := st.(store.SpendWriter)
 	if !ok {
 		return nil, fmt.Errorf("metering: store %T cannot record spend", st)
@@ -243,7 +253,7 @@ func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, limiter extproc
 		return nil, fmt.Errorf("--price-table: %w", err)
 	}
 	acct, err := spend.New(spend.Config{
-		Writer: w, Local: kc, Interval: cfg.SpendFlushInterval, MaxPendingLogs: cfg.SpendMaxPendingLogs,
+		Writer: w, Local: kc, Observers: observers, Interval: cfg.SpendFlushInterval, MaxPendingLogs: cfg.SpendMaxPendingLogs,
 		FlushTimeout: cfg.ShutdownTimeout, Registerer: reg, Logger: log.With("component", "spend"),
 	})
 	if err != nil {

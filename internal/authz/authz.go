@@ -131,6 +131,10 @@ type Config struct {
 	// membership (teams and users live outside the key row). nil = the
 	// key's own limits only.
 	SubjectLimits func(e *cache.Entry) ratelimit.SubjectLimits
+	// ModelSpend is each key's spend per model_max_budget window
+	// (*modelbudget.Tracker). nil = nothing metered: every window reads 0,
+	// so only a budget_limit of 0 denies.
+	ModelSpend ModelSpend
 }
 
 // Reason names a decision, for metrics and logs.
@@ -204,6 +208,7 @@ type Authorizer struct {
 	dlogSample  float64
 	rl          RateLimiter
 	subjects    func(e *cache.Entry) ratelimit.SubjectLimits
+	modelSpend  ModelSpend
 
 	decisions [numReasons]prometheus.Counter
 	latency   prometheus.Histogram
@@ -227,7 +232,10 @@ func New(cfg Config) (*Authorizer, error) {
 		prefix: strings.ToLower(cfg.IdentityHeaderPrefix), now: cfg.Now, log: cfg.Logger,
 		dlog: cfg.DecisionLog.Logger, dlogSample: cfg.DecisionLog.AllowSample,
 		rl: cfg.RateLimiter, subjects: cfg.SubjectLimits,
-		aliases: cfg.ResolveAliases,
+		aliases: cfg.ResolveAliases, modelSpend: cfg.ModelSpend,
+	}
+	if a.modelSpend == nil {
+		a.modelSpend = noModelSpend{}
 	}
 	a.removes = newRemoveTable(a.keyHeader)
 	if a.prefix == "" {
@@ -378,6 +386,9 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 			return deny(ReasonBudget, apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",
 				"Budget has been exceeded! Current cost: "+pyFloat(spend)+", Max budget: "+pyFloat(max)))
 		}
+	}
+	if len(e.ModelBudgets) != 0 && a.modelBudgetExceeded(e, m.primary, now) {
+		return deny(ReasonBudget, errModelBudget(e, m.primary))
 	}
 	if d, denied := a.orgBudgets(&o, now); denied {
 		return d

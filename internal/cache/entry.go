@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/modelbudget"
 )
 
 // Entry is one cached key, with what the Check needs precomputed. A
@@ -47,6 +48,8 @@ type Entry struct {
 	MaxBudget     float64
 	TempIncrease  float64
 	TempExpiry    time.Time
+	// ModelBudgets is the key's usable model_max_budget (nil: none).
+	ModelBudgets []modelbudget.Limit
 
 	spend atomic.Uint64 // float64 bits; SetSpend updates it in place
 	plan  atomic.Value  // the rate limiter's limits compiled from this entry
@@ -109,6 +112,7 @@ func newEntry(hash [32]byte, k *keys.Key, now, until time.Time, epoch uint64) *E
 			}
 		}
 	}
+	e.ModelBudgets = modelbudget.Parse(k.ModelMaxBudget)
 	e.spend.Store(math.Float64bits(k.Spend))
 	e.Key = compact(k)
 	return e
