@@ -257,6 +257,15 @@ func (c *OrgCache) lookup(ctx context.Context, kind orgKind, a, b string, now ti
 		return e, nil
 	}
 	c.misses.Inc()
+	// An entry past its TTL (not invalidated: same epochs) is kept as a
+	// fallback: when the store cannot answer, the Check goes on with what it
+	// last knew of this team or user, as it does with cached keys during a
+	// database outage, instead of failing closed on every key with a team.
+	var stale *orgEntry
+	if e, ok := c.rc.Get(k); ok && e.kind == kind && e.a == a && e.b == b && e.epoch == c.epoch.Load() &&
+		(kind != kindMember || e.bepoch == c.bepoch.Load()) {
+		stale = e
+	}
 	sfKey := string(rune('0'+kind)) + a + "\x00" + b
 	v, err, _ := c.sf.Do(sfKey, func() (any, error) {
 		gen, epoch, bepoch := c.stripe(k).Load(), c.epoch.Load(), c.bepoch.Load()
@@ -313,6 +322,12 @@ func (c *OrgCache) lookup(ctx context.Context, kind orgKind, a, b string, now ti
 		return e, nil
 	})
 	if err != nil {
+		if stale != nil && ctx.Err() == nil {
+			if stale.neg {
+				return nil, nil
+			}
+			return stale, nil
+		}
 		return nil, err
 	}
 	e := v.(*orgEntry)

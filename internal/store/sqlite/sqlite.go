@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/store"
@@ -86,7 +87,15 @@ func Open(ctx context.Context, path string, log *slog.Logger) (*Store, error) {
 	w.SetConnMaxIdleTime(0)
 
 	s := &Store{w: w, log: log, wsem: make(chan struct{}, 1), subs: map[uint64]func(store.Event){}}
-	if err := w.PingContext(ctx); err != nil {
+	// Switching a new file to WAL takes an exclusive lock without waiting
+	// on the busy handler: a process opening the same new file at the same
+	// moment gets SQLITE_BUSY. Retry that briefly.
+	err = w.PingContext(ctx)
+	for try := 0; err != nil && isBusy(err) && try < 100 && ctx.Err() == nil; try++ {
+		time.Sleep(10 * time.Millisecond)
+		err = w.PingContext(ctx)
+	}
+	if err != nil {
 		_ = w.Close()
 		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
 	}
@@ -215,4 +224,10 @@ func (s *Store) emit(evs []store.Event) {
 			fn(e)
 		}
 	}
+}
+
+// isBusy reports SQLite's SQLITE_BUSY / "database is locked".
+func isBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "SQLITE_BUSY") || strings.Contains(msg, "database is locked")
 }
