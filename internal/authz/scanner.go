@@ -344,7 +344,7 @@ func (s *scanner) skip() bool {
 	case '{', '[':
 		depth := 0
 		for s.i < len(s.b) {
-			j := bytes.IndexAny(s.b[s.i:], "\"{}[]")
+			j := indexStructural(s.b[s.i:])
 			if j < 0 {
 				s.i = len(s.b)
 				return false
@@ -379,4 +379,18 @@ func (s *scanner) skip() bool {
 
 func literalByte(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '+' || c == '.'
+}
+
+// structural marks the bytes skip must stop at inside a container.
+var structural = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
+
+// indexStructural is bytes.IndexAny(b, `"{}[]`) without building the byte
+// set on every call (the Check skips every top-level value of the body).
+func indexStructural(b []byte) int {
+	for i, c := range b {
+		if structural[c] {
+			return i
+		}
+	}
+	return -1
 }
