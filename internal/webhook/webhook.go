@@ -208,6 +208,13 @@ func (s *Sender) Send(ev Event) {
 // one attempt within the drain budget. It returns nil.
 func (s *Sender) Run(ctx context.Context) error {
 	for {
+		// Shutdown first: once ctx is done, queued events go to drain (one
+		// attempt each within its budget), not to a delivery whose context
+		// is already cancelled.
+		if ctx.Err() != nil {
+			s.drain()
+			return nil
+		}
 		select {
 		case d := <-s.queue:
 			s.queued.Dec()
