@@ -334,7 +334,8 @@ func (c *Cache) still(g loadGen, k uint64, graced bool) bool {
 // cached). A hit does not allocate.
 func (c *Cache) Get(ctx context.Context, hash [32]byte) (*Entry, error) {
 	now := c.now().UnixNano()
-	if e, ok := c.rc.Get(slot(&hash)); ok && e.hash == hash && e.epoch == c.epoch.Load() && now < e.until {
+	e, ok := c.rc.Get(slot(&hash))
+	if ok && e.hash == hash && e.epoch == c.epoch.Load() && now < e.until {
 		if e.neg {
 			c.negHits.Inc()
 			return nil, nil
@@ -344,6 +345,21 @@ func (c *Cache) Get(ctx context.Context, hash [32]byte) (*Entry, error) {
 		}
 		c.hits.Inc()
 		return e, nil
+	}
+	// A positive entry dropped only by a purge (the feed reconnected, or a
+	// statement changed too many keys to list) is still the best answer
+	// there is when its reload fails: a purge of every key must not turn
+	// into a wave of fail-closed Checks while the store is slow to reload
+	// them. Entries invalidated one by one (a block, a delete) are removed
+	// from the cache, so they are never served this way.
+	if ok && e.hash == hash && !e.neg && e.epoch != c.epoch.Load() && now < e.until {
+		c.misses.Inc()
+		fresh, err := c.load(ctx, hash)
+		if err != nil && ctx.Err() == nil {
+			c.staleServed.Inc()
+			return e, nil
+		}
+		return fresh, err
 	}
 	if f := c.filter.Load(); f != nil && !f.has(&hash) {
 		if !c.unknown.take(now) {

@@ -428,3 +428,51 @@ func TestGuardIsPerStripe(t *testing.T) {
 		})
 	}
 }
+
+// TestPurgedEntryServedWhileStoreFails: after a purge (feed reconnect, or a
+// statement that changed too many keys to list) a key is reloaded; if the
+// store cannot answer, the purged entry is served rather than failing the
+// Check closed. A key invalidated on its own (blocked, deleted) is not:
+// its store error fails closed.
+func TestPurgedEntryServedWhileStoreFails(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		drop     func(c *cache.Cache, h string)
+		wantServ bool
+	}{
+		{"purge", func(c *cache.Cache, _ string) { c.Purge() }, true},
+		{"invalidate", func(c *cache.Cache, h string) { c.Invalidate(h) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &fakeLoader{}
+			h := keys.HashHex("sk-p")
+			l.put(&keys.Key{Token: h, Models: []string{"gpt-4o"}})
+			c := newCache(t, l, newClock(), nil)
+			e1, err := c.Get(t.Context(), keys.Hash("sk-p"))
+			if err != nil || e1 == nil {
+				t.Fatalf("Get = %v, %v", e1, err)
+			}
+			c.Wait()
+			tc.drop(c, h)
+			c.Wait()
+			l.mu.Lock()
+			l.err = errors.New("lookup timeout")
+			l.mu.Unlock()
+			e2, err := c.Get(t.Context(), keys.Hash("sk-p"))
+			if tc.wantServ && (err != nil || e2 != e1) {
+				t.Fatalf("store failing after a purge: Get = %v, %v; want the purged entry", e2, err)
+			}
+			if !tc.wantServ && err == nil {
+				t.Fatalf("store failing after an invalidation: Get = %v, nil; want the error (fail closed)", e2)
+			}
+			// The store answers again: the reload replaces the entry.
+			l.mu.Lock()
+			l.err = nil
+			l.mu.Unlock()
+			e3, err := c.Get(t.Context(), keys.Hash("sk-p"))
+			if err != nil || e3 == nil || e3 == e1 {
+				t.Fatalf("after recovery: Get = %v, %v (same entry %v)", e3, err, e3 == e1)
+			}
+		})
+	}
+}
