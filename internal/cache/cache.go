@@ -61,6 +61,11 @@
 // the presented token's hash. A reverse index (active hash -> presented
 // slots) makes an invalidation of the active key drop it too, and such an
 // entry also lives at most the negative TTL.
+//
+// A key dropped by Purge (not by Invalidate) whose reload fails is served
+// as it was cached, within its TTL: a purge of every key (a feed reconnect,
+// a statement that changed too many keys to list) must not turn a slow
+// store into a wave of fail-closed Checks. Invalidated keys fail closed.
 package cache
 
 import (
