@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/virtualkeys/sidecar/internal/authz"
 	"github.com/virtualkeys/sidecar/internal/budget"
 	"github.com/virtualkeys/sidecar/internal/cache"
+	"github.com/virtualkeys/sidecar/internal/ratelimit"
 	"github.com/virtualkeys/sidecar/internal/store"
 )
 
@@ -67,4 +69,46 @@ func (p *orgParts) changed() func(store.Event) {
 		return nil
 	}
 	return p.cache.Handle
+}
+
+// subjectLimits gives the rate limiter the rpm/tpm limits of a key's user,
+// team and team membership (LiteLLM's user, team and team_member
+// descriptors), read through the team/user cache when the key's limits are
+// compiled: once per cached key entry. A change to a team's or user's limits
+// therefore applies to a key when its entry is next loaded (a change to the
+// key, a feed reconnect, or the key cache's safety TTL). A row the store
+// cannot read in time adds no limit (rate limits fail open; every other
+// check still fails closed).
+func (p *orgParts) subjectLimits() func(e *cache.Entry) ratelimit.SubjectLimits {
+	if p == nil {
+		return nil
+	}
+	return func(e *cache.Entry) ratelimit.SubjectLimits {
+		var s ratelimit.SubjectLimits
+		k := e.Key
+		if k == nil {
+			return s
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		now := time.Now()
+		if k.UserID != nil && *k.UserID != "" {
+			s.UserID = *k.UserID
+			if u, err := p.cache.User(ctx, s.UserID, now); err == nil && u != nil && u.Row != nil {
+				s.UserRPM, s.UserTPM = u.Row.RPMLimit, u.Row.TPMLimit
+			}
+		}
+		if k.TeamID != nil && *k.TeamID != "" {
+			s.TeamID = *k.TeamID
+			if t, err := p.cache.Team(ctx, s.TeamID, now); err == nil && t != nil && t.Row != nil {
+				s.TeamRPM, s.TeamTPM = t.Row.RPMLimit, t.Row.TPMLimit
+			}
+			if s.UserID != "" {
+				if m, err := p.cache.Member(ctx, s.TeamID, s.UserID, now); err == nil && m != nil && m.Row != nil && m.Row.Budget != nil {
+					s.TeamMemberRPM, s.TeamMemberTPM = m.Row.Budget.RPMLimit, m.Row.Budget.TPMLimit
+				}
+			}
+		}
+		return s
+	}
 }

@@ -95,6 +95,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		Registerer: reg, Logger: log.With("component", "authz"),
 		DecisionLog:    decisionLog(cfg, log),
 		RateLimiter:    limiter,
+		SubjectLimits:  org.subjectLimits(),
 		ResolveAliases: cfg.ModelAliasesResolved,
 	})
 	if err != nil {

@@ -72,3 +72,20 @@ func TestRateLimitsEndWithTheResponse(t *testing.T) {
 		})
 	})
 }
+
+// A team's rpm_limit (LiteLLM's "team" descriptor) limits its keys, read
+// from the team row through the team/user cache.
+func TestTeamRateLimit(t *testing.T) {
+	a := start(t, "--master-key", master)
+	ca := newChecker(t, a.grpc)
+	admin(t, a.http, "/team/new", map[string]any{"team_id": "rl-team", "rpm_limit": 1})
+	_, gen := admin(t, a.http, "/key/generate", map[string]any{"team_id": "rl-team"})
+	key := gen["key"].(string)
+	if v := ca.check(t, key, "gpt-4o"); !v.allowed {
+		t.Fatalf("first request denied: %d %s", v.status, v.body)
+	}
+	v := ca.check(t, key, "gpt-4o")
+	if v.allowed || v.status != 429 || !strings.Contains(v.body, "Rate limit exceeded for team: rl-team") {
+		t.Fatalf("second request: allowed %v %d %s, want 429 for team rl-team", v.allowed, v.status, v.body)
+	}
+}
