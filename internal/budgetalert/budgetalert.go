@@ -30,7 +30,6 @@ package budgetalert
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"math"
@@ -285,18 +284,8 @@ func levelOf(spent, max float64) level {
 }
 
 func softBudget(e *cache.Entry) (float64, bool) {
-	switch n := e.Key.Metadata["soft_budget"].(type) {
-	case float64:
-		return n, !math.IsNaN(n)
-	case json.Number:
-		f, err := n.Float64()
-		return f, err == nil
-	case int64:
-		return float64(n), true
-	case int:
-		return float64(n), true
-	}
-	return 0, false
+	f, ok := keys.Number(e.Key.Metadata["soft_budget"])
+	return f, ok && !math.IsNaN(f)
 }
 
 func (a *Alerter) event(e *cache.Entry, spent float64) webhook.Event {

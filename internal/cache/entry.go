@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -105,7 +104,7 @@ func newEntry(hash [32]byte, k *keys.Key, now, until time.Time, epoch uint64) *E
 	if k.MaxBudget != nil {
 		e.HasBudget, e.MaxBudget = true, *k.MaxBudget
 	}
-	if inc, ok := number(k.Metadata["temp_budget_increase"]); ok {
+	if inc, ok := keys.Number(k.Metadata["temp_budget_increase"]); ok {
 		if s, ok := k.Metadata["temp_budget_expiry"].(string); ok {
 			if t, err := parseISOTime(s); err == nil {
 				e.TempIncrease, e.TempExpiry = inc, t
@@ -182,21 +181,6 @@ func (t *internTable) list(l []string) []string {
 		t.lists[key] = l
 	}
 	return l
-}
-
-func number(v any) (float64, bool) {
-	switch n := v.(type) {
-	case float64:
-		return n, true
-	case int:
-		return float64(n), true
-	case int64:
-		return float64(n), true
-	case json.Number: // the stores decode JSON columns losslessly
-		f, err := n.Float64()
-		return f, err == nil
-	}
-	return 0, false
 }
 
 // parseISOTime reads LiteLLM's temp_budget_expiry: an ISO 8601 time with or

@@ -387,3 +387,20 @@ func FuzzDecodeObject(f *testing.F) {
 		}
 	})
 }
+
+func TestNumber(t *testing.T) {
+	for _, tc := range []struct {
+		in   any
+		want float64
+		ok   bool
+	}{
+		{1.5, 1.5, true}, {int(2), 2, true}, {int64(3), 3, true},
+		{json.Number("9007199254740993"), 9007199254740992, true}, {json.Number("0.25"), 0.25, true},
+		{json.Number("x"), 0, false}, {"1", 0, false}, {nil, 0, false}, {true, 0, false},
+	} {
+		got, ok := Number(tc.in)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("Number(%#v) = %v, %v; want %v, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}

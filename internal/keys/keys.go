@@ -230,6 +230,24 @@ func CheckRanges(k *Key) error {
 	return nil
 }
 
+// Number reads a number out of a decoded JSON column value: a json.Number
+// (DecodeObject), a float64 (encoding/json's default) or an int/int64 (set
+// in Go). Anything else, or a json.Number that is not a float, is false.
+func Number(v any) (float64, bool) {
+	switch n := v.(type) {
+	case float64:
+		return n, true
+	case int:
+		return float64(n), true
+	case int64:
+		return float64(n), true
+	case json.Number:
+		f, err := n.Float64()
+		return f, err == nil
+	}
+	return 0, false
+}
+
 // DecodeObject decodes a stored JSON object column losslessly: numbers
 // become json.Number, so an integer above 2^53 is written back exactly as
 // it was read. null or empty input is an empty map.

@@ -17,7 +17,6 @@
 package modelbudget
 
 import (
-	"encoding/json"
 	"math"
 	"strings"
 	"sync"
@@ -47,7 +46,7 @@ func Parse(m map[string]any) []Limit {
 		if !ok {
 			continue
 		}
-		max, ok := number(first(o, "budget_limit", "max_budget"))
+		max, ok := keys.Number(first(o, "budget_limit", "max_budget"))
 		if !ok || max < 0 || math.IsNaN(max) {
 			continue
 		}
@@ -68,21 +67,6 @@ func first(o map[string]any, names ...string) any {
 		}
 	}
 	return nil
-}
-
-func number(v any) (float64, bool) {
-	switch n := v.(type) {
-	case float64:
-		return n, true
-	case int:
-		return float64(n), true
-	case int64:
-		return float64(n), true
-	case json.Number:
-		f, err := n.Float64()
-		return f, err == nil
-	}
-	return 0, false
 }
 
 // Resolve returns the limit governing a request for model: the entry named

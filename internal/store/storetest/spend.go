@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"sync"
@@ -271,15 +270,8 @@ func meterKey(tok string) *keys.Key {
 	return k
 }
 
-// modelSpend reads a model_spend value: the stores decode JSON numbers
-// losslessly (json.Number) or as float64.
+// modelSpend reads a model_spend value (json.Number or float64).
 func modelSpend(v any) float64 {
-	switch n := v.(type) {
-	case float64:
-		return n
-	case json.Number:
-		f, _ := n.Float64()
-		return f
-	}
-	return 0
+	f, _ := keys.Number(v)
+	return f
 }
