@@ -34,10 +34,23 @@ func meter(t *testing.T, r *running, c checker, key, reqID string) {
 	if !v.allowed {
 		t.Fatalf("Check denied %s: %s", reqID, v.body)
 	}
+	respond(t, r, allowMetadata(v), reqID)
+}
+
+// allowMetadata is the ext_authz dynamic metadata of an allow, as Envoy
+// forwards it to ext_proc.
+func allowMetadata(v verdict) map[string]string {
 	md := map[string]string{}
 	for k, f := range v.resp.GetDynamicMetadata().GetFields() {
 		md[k] = f.GetStringValue()
 	}
+	return md
+}
+
+// respond drives ext_proc through one recorded OpenAI chat response, as
+// Envoy does, with the Check's metadata.
+func respond(t *testing.T, r *running, md map[string]string, reqID string) {
+	t.Helper()
 	body, err := os.ReadFile("../../internal/usage/testdata/openai_chat.json")
 	if err != nil {
 		t.Fatal(err)

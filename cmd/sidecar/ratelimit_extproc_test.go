@@ -1,12 +1,9 @@
 package main
 
 import (
-	"os"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/virtualkeys/sidecar/internal/extproc/extproctest"
 )
 
 // The Check and ext_proc together, as Envoy drives them: a key with
@@ -16,30 +13,6 @@ import (
 func TestRateLimitsEndWithTheResponse(t *testing.T) {
 	a := start(t, "--master-key", master)
 	ca := newChecker(t, a.grpc)
-	body, err := os.ReadFile("../../internal/usage/testdata/openai_chat.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	finish := func(t *testing.T, md map[string]string, reqID string) {
-		t.Helper()
-		_, err := extproctest.Drive(t.Context(), extprocClient(t, a), &extproctest.Exchange{
-			RequestHeaders:  [][2]string{{":method", "POST"}, {":path", "/v1/chat/completions"}, {"x-request-id", reqID}},
-			Metadata:        md,
-			ResponseHeaders: [][2]string{{":status", "200"}, {"content-type", "application/json"}},
-			Chunks:          extproctest.Split(body, 100),
-		})
-		if err != nil {
-			t.Fatalf("ext_proc %s: %v", reqID, err)
-		}
-	}
-	metadata := func(v verdict) map[string]string {
-		md := map[string]string{}
-		for k, f := range v.resp.GetDynamicMetadata().GetFields() {
-			md[k] = f.GetStringValue()
-		}
-		return md
-	}
-
 	t.Run("parallel slot released by ext_proc", func(t *testing.T) {
 		_, gen := admin(t, a.http, "/key/generate", map[string]any{"models": []string{"gpt-4o"}, "max_parallel_requests": 1})
 		key := gen["key"].(string)
@@ -47,14 +20,14 @@ func TestRateLimitsEndWithTheResponse(t *testing.T) {
 		if !first.allowed {
 			t.Fatalf("first request denied: %s", first.body)
 		}
-		md := metadata(first)
+		md := allowMetadata(first)
 		if md["rl_lease"] == "" {
 			t.Fatalf("no rl_lease in the allow's metadata: %v", md)
 		}
 		if v := ca.check(t, key, "gpt-4o"); v.allowed || v.status != 429 || !strings.Contains(v.body, "max_parallel_requests") {
 			t.Fatalf("second request while the first is in flight: allowed %v %d %s, want 429 max_parallel_requests", v.allowed, v.status, v.body)
 		}
-		finish(t, md, "parallel-1")
+		respond(t, a, md, "parallel-1")
 		eventually(t, "the slot is free once the response ended", 5*time.Second, func() bool { return ca.check(t, key, "gpt-4o").allowed })
 	})
 
@@ -65,7 +38,7 @@ func TestRateLimitsEndWithTheResponse(t *testing.T) {
 		if !v.allowed {
 			t.Fatalf("first request denied: %s", v.body)
 		}
-		finish(t, metadata(v), "tpm-1") // the recorded response has output tokens > 1
+		respond(t, a, allowMetadata(v), "tpm-1") // the recorded response has output tokens > 1
 		eventually(t, "tokens counted: the next request is limited", 5*time.Second, func() bool {
 			v := ca.check(t, key, "gpt-4o")
 			return !v.allowed && v.status == 429 && strings.Contains(v.body, "Limit type: tokens")
