@@ -120,19 +120,121 @@ type Team struct {
 	TeamID string
 	// Members maps each member's user_id to its role (admin or user).
 	Members map[string]string
+	// Permissions is team_member_permissions: the key routes a member whose
+	// role is not admin may call on the team's keys. Empty means
+	// DefaultMemberPermissions, as in LiteLLM.
+	Permissions []string
+}
+
+// Team roles (members_with_roles[].role).
+const (
+	TeamRoleAdmin = "admin"
+	TeamRoleUser  = "user"
+)
+
+// DefaultMemberPermissions are the routes a plain team member may call on
+// the team's keys when the team lists none (LiteLLM's
+// DEFAULT_TEAM_MEMBER_PERMISSIONS).
+var DefaultMemberPermissions = []string{RouteInfo, RouteHealth}
+
+// MemberPermissions are the values team_member_permissions may hold:
+// LiteLLM's KeyManagementRoutes. The sidecar serves the first ten; the
+// others are accepted so that a team written by LiteLLM reads back the same.
+var MemberPermissions = []string{
+	RouteGenerate, RouteUpdate, RouteDelete, RouteRegenerate, routeRegeneratePath,
+	RouteBlock, RouteUnblock, RouteInfo, RouteHealth, RouteList,
+	"/key/service-account/generate", "/key/bulk_update", "/team/key/bulk_update",
+	"/key/{key_id}/reset_spend", "/key/aliases", "/team/daily/activity",
+	"/spend/logs", "/spend/logs/v2",
+}
+
+// routeRegeneratePath is LiteLLM's KEY_REGENERATE_WITH_PATH_PARAM: a
+// permission that grants /key/regenerate too.
+const routeRegeneratePath = "/key/{key_id}/regenerate"
+
+// ValidatePermissions reports a team_member_permissions entry LiteLLM would
+// fail on (its KeyManagementRoutes(permission) raises on an unknown one):
+// a 400 naming it and the values allowed.
+func ValidatePermissions(perms []string) error {
+	for _, p := range perms {
+		if !slices.Contains(MemberPermissions, p) {
+			return apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "team_member_permissions",
+				fmt.Sprintf("Invalid team_member_permissions value %q. Allowed values: %s", p, pyList(MemberPermissions)))
+		}
+	}
+	return nil
+}
+
+// EffectivePermissions are the routes t's plain members may call on its
+// keys: t.Permissions, or DefaultMemberPermissions when it lists none.
+func (t *Team) EffectivePermissions() []string {
+	if len(t.Permissions) == 0 {
+		return DefaultMemberPermissions
+	}
+	return t.Permissions
+}
+
+// mayCall reports whether t's member with role may call route on t's keys:
+// an admin may; any other role needs route in EffectivePermissions.
+func (t *Team) mayCall(role, route string) bool {
+	if role == TeamRoleAdmin {
+		return true
+	}
+	perms := t.EffectivePermissions()
+	return slices.Contains(perms, route) || (route == RouteRegenerate && slices.Contains(perms, routeRegeneratePath))
+}
+
+// TeamMember is LiteLLM's _team_key_operation_team_member_check for a
+// caller acting on one of t's keys through route: the caller must be a
+// member (400), with a role in allowedRoles (nil: any role, as when
+// team_key_generation sets no allowed_team_member_roles; 400), and a member who is not a team admin needs route in the team's
+// team_member_permissions (does_team_member_have_permissions_for_endpoint;
+// 401 team_member_permission_error). Proxy admins are not checked.
+func TeamMember(c Caller, t *Team, allowedRoles []string, route string) error {
+	if c.Admin() {
+		return nil
+	}
+	role, ok := t.Members[c.UserID]
+	switch {
+	case c.UserID == "" || !ok:
+		return badRequest(fmt.Sprintf("User=%s not assigned to team=%s", none(c.UserID), t.TeamID))
+	case allowedRoles != nil && !slices.Contains(allowedRoles, role):
+		return badRequest(fmt.Sprintf("Team member role %s not in allowed_team_member_roles=%s", role, pyList(allowedRoles)))
+	case !t.mayCall(role, route):
+		return apierr.New(http.StatusUnauthorized, TypeTeamMemberPermission, route,
+			fmt.Sprintf("Team member does not have permissions for endpoint: %s. You only have access to the following endpoints: %s for team %s. To create keys for this team, please ask your proxy admin to check the team member permission settings and update the settings to allow team member users to create keys.",
+				route, pyList(t.EffectivePermissions()), t.TeamID))
+	}
+	return nil
+}
+
+// TypeTeamMemberPermission is the error type of a team member's refused
+// route (LiteLLM's ProxyErrorTypes.team_member_permission_error).
+const TypeTeamMemberPermission = "team_member_permission_error"
+
+// TeamAdmin is the check of LiteLLM's self-managed team routes
+// (/team/member_add, /team/member_delete, /team/member_update,
+// /team/permissions_list, /team/permissions_update): a proxy admin or an
+// admin of team t may call them; anyone else gets its 403.
+func TeamAdmin(c Caller, t *Team, route string) error {
+	if c.Admin() || (c.UserID != "" && t.Members[c.UserID] == TeamRoleAdmin) {
+		return nil
+	}
+	return forbidden(fmt.Sprintf("{'error': 'Call not allowed. User not proxy admin OR team admin. route=%s, team_id=%s'}", route, t.TeamID))
 }
 
 // DefaultTeamMemberRoles are the team roles that may manage a team's keys
-// when key_generation_settings.team_key_generation does not say.
+// when key_generation_settings has no team_key_generation.
 var DefaultTeamMemberRoles = []string{"admin", "user"}
 
 // CanModify is can_delete_verification_token, which LiteLLM applies to
 // /key/delete (and the sidecar to every write on an existing key: update,
-// regenerate, block, unblock): a proxy admin may; a team key needs its team
-// to exist and the caller to be a member whose role is in allowedRoles (nil
-// = DefaultTeamMemberRoles); a personal key needs to be the caller's own.
-// team is the key's team row (nil: none found).
-func CanModify(c Caller, k Key, team *Team, allowedRoles []string) error {
+// regenerate, block, unblock), with the team_member_permissions check
+// LiteLLM's key endpoints add: a proxy admin may; a team key needs its team
+// to exist and the caller to pass TeamMember for route; a personal key
+// needs to be the caller's own. team is the key's team row (nil: none
+// found).
+func CanModify(c Caller, k Key, team *Team, allowedRoles []string, route string) error {
 	if c.Admin() {
 		return nil
 	}
@@ -141,17 +243,7 @@ func CanModify(c Caller, k Key, team *Team, allowedRoles []string) error {
 			return apierr.New(http.StatusNotFound, apierr.TypeInternal, "None",
 				fmt.Sprintf("{'error': 'Team not found in db, and user not proxy admin. Team id = %s'}", k.TeamID))
 		}
-		if allowedRoles == nil {
-			allowedRoles = DefaultTeamMemberRoles
-		}
-		role, ok := team.Members[c.UserID]
-		switch {
-		case c.UserID == "" || !ok:
-			return badRequest(fmt.Sprintf("User=%s not assigned to team=%s", none(c.UserID), team.TeamID))
-		case !slices.Contains(allowedRoles, role):
-			return badRequest(fmt.Sprintf("Team member role %s not in allowed_team_member_roles=%s", role, pyList(allowedRoles)))
-		}
-		return nil
+		return TeamMember(c, team, allowedRoles, route)
 	}
 	if k.UserID != "" && k.UserID == c.UserID {
 		return nil
@@ -161,16 +253,30 @@ func CanModify(c Caller, k Key, team *Team, allowedRoles []string) error {
 
 // CanRead is _can_user_query_key_info (/key/info, /v2/key/info): proxy
 // admins and viewers read every key; anyone reads the key they call with
-// and their own user's keys. Check that the key exists first: a missing key
-// answers 404 before this 403. Unlike LiteLLM, a caller without a user_id
-// does not read every other key without one (LiteLLM compares None with
-// None).
-func CanRead(c Caller, k Key) error {
+// and their own user's keys; a member of a key's team reads it when the
+// member may call /key/info on the team's keys (admins, and every member
+// by default: LiteLLM's user_belongs_to_keys_team with
+// team_member_permissions). team is the key's team row (nil: none or not
+// looked up). Check that the key exists first: a missing key answers 404
+// before this 403. Unlike LiteLLM, a caller without a user_id does not read
+// every other key without one (LiteLLM compares None with None).
+func CanRead(c Caller, k Key, team *Team) error {
 	if c.Admin() || c.Role == RoleProxyAdminViewer || (c.Token != "" && c.Token == k.Token) ||
 		(c.UserID != "" && k.UserID == c.UserID) {
 		return nil
 	}
+	if team != nil && k.TeamID == team.TeamID && c.UserID != "" {
+		if role, ok := team.Members[c.UserID]; ok && team.mayCall(role, RouteInfo) {
+			return nil
+		}
+	}
 	return forbidden("You are not allowed to access this key's info. Your role=" + none(c.Role))
+}
+
+// NeedsTeam reports whether CanRead's answer for k can depend on k's team
+// row, so that a caller looks the team up only then.
+func NeedsTeam(c Caller, k Key) bool {
+	return CanRead(c, k, nil) != nil && k.TeamID != "" && c.UserID != ""
 }
 
 // ListScope is validate_key_list_check plus list_keys' scoping: it returns

@@ -96,37 +96,57 @@ func TestKeyRequest(t *testing.T) {
 	}
 }
 
+// memberRefused is the 401 a plain member of team t1 gets on route when
+// the team's team_member_permissions are perms.
+func memberRefused(route, perms string) string {
+	return "401 team_member_permission_error Team member does not have permissions for endpoint: " + route +
+		". You only have access to the following endpoints: " + perms + " for team t1. To create keys for this team, please ask your proxy admin to check the team member permission settings and update the settings to allow team member users to create keys."
+}
+
 func TestCanModify(t *testing.T) {
 	own := Key{Token: "k1", UserID: "iu"}
 	other := Key{Token: "k2", UserID: "someone"}
 	teamKey := Key{Token: "k3", TeamID: "t1"}
+	tuTeamKey := Key{Token: "k6", TeamID: "t1", UserID: "tu"}
 	lost := Key{Token: "k4", TeamID: "gone"}
+	granted := &Team{TeamID: "t1", Members: team1.Members, Permissions: []string{RouteUpdate, RouteDelete, "/key/{key_id}/regenerate"}}
 	const notYours = "403 internal_server_error {'error': 'You are not authorized to delete this key'}"
+	const defaults = "['/key/info', '/key/health']"
 	tests := []struct {
 		caller string
 		key    Key
 		team   *Team
 		roles  []string
+		route  string
 		want   string
 	}{
-		{"master", other, nil, nil, "ok"},
-		{"master", lost, nil, nil, "ok"},
-		{"proxy_admin", other, nil, nil, "ok"},
-		{"internal_user", own, nil, nil, "ok"},
-		{"internal_user", other, nil, nil, notYours},
-		{"internal_user", Key{Token: "k5"}, nil, nil, notYours},
-		{"no user", Key{Token: "k5"}, nil, nil, notYours},
-		{"team admin", teamKey, team1, nil, "ok"},
-		{"team user", teamKey, team1, nil, "ok"},
-		{"team user", teamKey, team1, []string{"admin"}, "400 internal_server_error Team member role user not in allowed_team_member_roles=['admin']"},
-		{"internal_user", teamKey, team1, nil, "400 internal_server_error User=iu not assigned to team=t1"},
-		{"no user", teamKey, team1, nil, "400 internal_server_error User=None not assigned to team=t1"},
-		{"team admin", lost, nil, nil, "404 internal_server_error {'error': 'Team not found in db, and user not proxy admin. Team id = gone'}"},
-		{"proxy_admin_viewer", own, nil, nil, notYours},
+		{"master", other, nil, DefaultTeamMemberRoles, RouteDelete, "ok"},
+		{"master", lost, nil, DefaultTeamMemberRoles, RouteDelete, "ok"},
+		{"proxy_admin", other, nil, DefaultTeamMemberRoles, RouteDelete, "ok"},
+		{"internal_user", own, nil, DefaultTeamMemberRoles, RouteDelete, "ok"},
+		{"internal_user", other, nil, DefaultTeamMemberRoles, RouteDelete, notYours},
+		{"internal_user", Key{Token: "k5"}, nil, DefaultTeamMemberRoles, RouteDelete, notYours},
+		{"no user", Key{Token: "k5"}, nil, DefaultTeamMemberRoles, RouteDelete, notYours},
+		{"team admin", teamKey, team1, DefaultTeamMemberRoles, RouteDelete, "ok"},
+		{"team admin", teamKey, team1, DefaultTeamMemberRoles, RouteGenerate, "ok"},
+		// a plain member: only what team_member_permissions lists (default: info, health)
+		{"team user", teamKey, team1, DefaultTeamMemberRoles, RouteDelete, memberRefused(RouteDelete, defaults)},
+		{"team user", tuTeamKey, team1, DefaultTeamMemberRoles, RouteUpdate, memberRefused(RouteUpdate, defaults)},
+		{"team user", teamKey, granted, DefaultTeamMemberRoles, RouteDelete, "ok"},
+		{"team user", teamKey, granted, DefaultTeamMemberRoles, RouteRegenerate, "ok"},
+		{"team user", teamKey, granted, DefaultTeamMemberRoles, RouteBlock, memberRefused(RouteBlock, "['/key/update', '/key/delete', '/key/{key_id}/regenerate']")},
+		{"team user", teamKey, granted, nil, RouteUpdate, "ok"},
+		// roles are checked before permissions
+		{"team user", teamKey, granted, []string{"admin"}, RouteUpdate, "400 internal_server_error Team member role user not in allowed_team_member_roles=['admin']"},
+		{"team admin", teamKey, team1, []string{"user"}, RouteUpdate, "400 internal_server_error Team member role admin not in allowed_team_member_roles=['user']"},
+		{"internal_user", teamKey, team1, DefaultTeamMemberRoles, RouteDelete, "400 internal_server_error User=iu not assigned to team=t1"},
+		{"no user", teamKey, team1, DefaultTeamMemberRoles, RouteDelete, "400 internal_server_error User=None not assigned to team=t1"},
+		{"team admin", lost, nil, DefaultTeamMemberRoles, RouteDelete, "404 internal_server_error {'error': 'Team not found in db, and user not proxy admin. Team id = gone'}"},
+		{"proxy_admin_viewer", own, nil, DefaultTeamMemberRoles, RouteDelete, notYours},
 	}
 	for _, tt := range tests {
-		t.Run(tt.caller+" "+tt.key.Token, func(t *testing.T) {
-			if got := result(CanModify(callers[tt.caller], tt.key, tt.team, tt.roles)); got != tt.want {
+		t.Run(tt.caller+" "+tt.key.Token+" "+tt.route, func(t *testing.T) {
+			if got := result(CanModify(callers[tt.caller], tt.key, tt.team, tt.roles, tt.route)); got != tt.want {
 				t.Errorf("got  %s\nwant %s", got, tt.want)
 			}
 		})
@@ -134,29 +154,71 @@ func TestCanModify(t *testing.T) {
 }
 
 func TestCanRead(t *testing.T) {
+	teamKey := Key{Token: "x", TeamID: "t1"}
+	noInfo := &Team{TeamID: "t1", Members: team1.Members, Permissions: []string{RouteGenerate}}
+	const refused = "403 internal_server_error You are not allowed to access this key's info. Your role="
 	tests := []struct {
 		caller string
 		key    Key
+		team   *Team
 		want   string
 	}{
-		{"master", Key{Token: "x"}, "ok"},
-		{"proxy_admin", Key{Token: "x"}, "ok"},
-		{"proxy_admin_viewer", Key{Token: "x"}, "ok"},
-		{"internal_user", Key{Token: "x", UserID: "iu"}, "ok"},
-		{"internal_user", Key{Token: "t-iu"}, "ok"},
-		{"internal_user_viewer", Key{Token: "x", UserID: "iv"}, "ok"},
-		{"internal_user", Key{Token: "x", UserID: "other"}, "403 internal_server_error You are not allowed to access this key's info. Your role=internal_user"},
-		{"internal_user_viewer", Key{Token: "x"}, "403 internal_server_error You are not allowed to access this key's info. Your role=internal_user_viewer"},
-		{"no user", Key{Token: "t-none"}, "ok"},
-		{"no user", Key{Token: "x"}, "403 internal_server_error You are not allowed to access this key's info. Your role=None"},
-		{"team admin", Key{Token: "x", TeamID: "t1"}, "403 internal_server_error You are not allowed to access this key's info. Your role=internal_user"},
+		{"master", Key{Token: "x"}, nil, "ok"},
+		{"proxy_admin", Key{Token: "x"}, nil, "ok"},
+		{"proxy_admin_viewer", Key{Token: "x"}, nil, "ok"},
+		{"internal_user", Key{Token: "x", UserID: "iu"}, nil, "ok"},
+		{"internal_user", Key{Token: "t-iu"}, nil, "ok"},
+		{"internal_user_viewer", Key{Token: "x", UserID: "iv"}, nil, "ok"},
+		{"internal_user", Key{Token: "x", UserID: "other"}, nil, refused + "internal_user"},
+		{"internal_user_viewer", Key{Token: "x"}, nil, refused + "internal_user_viewer"},
+		{"no user", Key{Token: "t-none"}, nil, "ok"},
+		{"no user", Key{Token: "x"}, nil, refused + "None"},
+		// team members read the team's keys through /key/info, a default permission
+		{"team admin", teamKey, team1, "ok"},
+		{"team user", teamKey, team1, "ok"},
+		{"team admin", teamKey, noInfo, "ok"},
+		{"team user", teamKey, noInfo, refused + "internal_user"},
+		{"team admin", teamKey, nil, refused + "internal_user"},
+		{"internal_user", teamKey, team1, refused + "internal_user"},
+		{"team user", Key{Token: "x", TeamID: "t2"}, team1, refused + "internal_user"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.caller+" "+tt.key.Token, func(t *testing.T) {
-			if got := result(CanRead(callers[tt.caller], tt.key)); got != tt.want {
+			if got := result(CanRead(callers[tt.caller], tt.key, tt.team)); got != tt.want {
 				t.Errorf("got  %s\nwant %s", got, tt.want)
 			}
+			if got, want := NeedsTeam(callers[tt.caller], tt.key), CanRead(callers[tt.caller], tt.key, nil) != nil && tt.key.TeamID != "" && callers[tt.caller].UserID != ""; got != want {
+				t.Errorf("NeedsTeam %v", got)
+			}
 		})
+	}
+}
+
+func TestTeamAdmin(t *testing.T) {
+	for name, want := range map[string]string{
+		"master": "ok", "proxy_admin": "ok", "team admin": "ok",
+		"team user":          "403 internal_server_error {'error': 'Call not allowed. User not proxy admin OR team admin. route=/team/member_add, team_id=t1'}",
+		"proxy_admin_viewer": "403 internal_server_error {'error': 'Call not allowed. User not proxy admin OR team admin. route=/team/member_add, team_id=t1'}",
+		"no user":            "403 internal_server_error {'error': 'Call not allowed. User not proxy admin OR team admin. route=/team/member_add, team_id=t1'}",
+	} {
+		if got := result(TeamAdmin(callers[name], team1, "/team/member_add")); got != want {
+			t.Errorf("%s: got %s\nwant %s", name, got, want)
+		}
+	}
+}
+
+func TestValidatePermissions(t *testing.T) {
+	if err := ValidatePermissions(MemberPermissions); err != nil {
+		t.Errorf("every LiteLLM permission: %v", err)
+	}
+	if err := ValidatePermissions(nil); err != nil {
+		t.Errorf("none: %v", err)
+	}
+	for _, bad := range []string{"/key/*", "/team/new", "", "/KEY/GENERATE"} {
+		got := result(ValidatePermissions([]string{RouteInfo, bad}))
+		if want := fmt.Sprintf("400 bad_request_error Invalid team_member_permissions value %q. Allowed values: ", bad); len(got) < len(want) || got[:len(want)] != want {
+			t.Errorf("%q: %s", bad, got)
+		}
 	}
 }
 

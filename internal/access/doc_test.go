@@ -31,7 +31,7 @@ func cell(c Caller, route string) string {
 	var check func(k Key) error
 	switch route {
 	case RouteInfo:
-		check = func(k Key) error { return CanRead(c, k) }
+		check = func(k Key) error { return CanRead(c, k, team1) }
 	case RouteList:
 		scope, err := ListScope(c, "", "", "")
 		switch {
@@ -52,12 +52,12 @@ func cell(c Caller, route string) string {
 				if err := KeyRequest(c, u, tm); err != nil {
 					return err
 				}
-				return CanModify(c, k, team1, nil) // the team-member rule of key_generation_check
+				return CanModify(c, k, team1, DefaultTeamMemberRoles, route) // the team-member rule of key_generation_check
 			}
 			return KeyRequest(c, u, tm)
 		}
 	default:
-		check = func(k Key) error { return CanModify(c, k, team1, nil) }
+		check = func(k Key) error { return CanModify(c, k, team1, DefaultTeamMemberRoles, route) }
 	}
 	var allowed []string
 	for _, t := range []struct {

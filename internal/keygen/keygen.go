@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/virtualkeys/sidecar/internal/access"
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/keys"
 )
@@ -127,13 +128,9 @@ type Caller struct {
 	UserID string
 }
 
-// Team is the team a team key is generated for, as far as these rules
-// need it.
-type Team struct {
-	TeamID string
-	// Members maps each member's user_id to its role (admin or user).
-	Members map[string]string
-}
+// Team is the team a team key is generated for: its members, their roles
+// and its team_member_permissions.
+type Team = access.Team
 
 // Request is the part of a /key/generate body these rules read.
 type Request struct {
@@ -179,15 +176,9 @@ func teamCheck(kg *KeyGenerationSettings, c Caller, req Request, team *Team) err
 			return httpError(http.StatusBadRequest, fmt.Sprintf("User=%s not assigned to team=%s", *req.UserID, team.TeamID))
 		}
 	}
-	role, ok := team.Members[c.UserID]
-	if c.UserID == "" {
-		ok = false
-	}
-	switch {
-	case !ok:
-		return httpError(http.StatusBadRequest, fmt.Sprintf("User=%s not assigned to team=%s", pyNone(c.UserID), team.TeamID))
-	case tk.AllowedTeamMemberRoles != nil && !slices.Contains(tk.AllowedTeamMemberRoles, role):
-		return httpError(http.StatusBadRequest, fmt.Sprintf("Team member role %s not in allowed_team_member_roles=%s", role, pyList(tk.AllowedTeamMemberRoles)))
+	// the caller's membership, role and team_member_permissions
+	if err := access.TeamMember(access.Caller{Role: c.Role, UserID: c.UserID}, team, tk.AllowedTeamMemberRoles, access.RouteGenerate); err != nil {
+		return err
 	}
 	return requiredParams(req, tk.RequiredParams)
 }

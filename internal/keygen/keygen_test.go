@@ -2,9 +2,11 @@ package keygen
 
 import (
 	"encoding/json"
+	"net/http"
 	"testing"
 	"time"
 
+	"github.com/virtualkeys/sidecar/internal/access"
 	"github.com/virtualkeys/sidecar/internal/apierr"
 )
 
@@ -20,6 +22,8 @@ func present(names ...string) map[string]bool {
 
 func TestCheck(t *testing.T) {
 	team := &Team{TeamID: "t1", Members: map[string]string{"alice": "admin", "bob": "user"}}
+	open := &Team{TeamID: "t1", Members: team.Members, Permissions: []string{"/key/generate", "/key/info"}}
+	const bobRefused = "Team member does not have permissions for endpoint: /key/generate. You only have access to the following endpoints: ['/key/info', '/key/health'] for team t1. To create keys for this team, please ask your proxy admin to check the team member permission settings and update the settings to allow team member users to create keys."
 	admin := Caller{Role: "proxy_admin"}
 	alice := Caller{Role: "internal_user", UserID: "alice"}
 	bob := Caller{Role: "internal_user", UserID: "bob"}
@@ -45,7 +49,9 @@ func TestCheck(t *testing.T) {
 		{"no settings: personal key passes", nil, carol, Request{}, nil, 0, ""},
 		{"no settings: team key without a team row passes", nil, carol, teamReq(), nil, 0, ""},
 		{"settings: team key without a team row", emptyKG, admin, teamReq(), nil, 400, "Unable to find team object in database. Team ID: t1"},
-		{"default roles: member user may", nil, bob, teamReq(), team, 0, ""},
+		{"default roles: team admin may", nil, alice, teamReq(), team, 0, ""},
+		{"default permissions: member user may not", nil, bob, teamReq(), team, 401, bobRefused},
+		{"team_member_permissions lists /key/generate: member user may", nil, bob, teamReq(), open, 0, ""},
 		{"default roles: non-member", nil, carol, teamReq(), team, 400, "User=carol not assigned to team=t1"},
 		{"default roles: caller without user_id", nil, Caller{Role: "internal_user"}, teamReq(), team, 400, "User=None not assigned to team=t1"},
 		{"proxy admin skips team rules", onlyAdmins, admin, teamReq(), team, 0, ""},
@@ -54,7 +60,8 @@ func TestCheck(t *testing.T) {
 		{"team required param missing", onlyAdmins, alice, teamReq(), team, 400, "Required param tags not in data"},
 		{"team required param present", onlyAdmins, alice, teamReq("tags"), team, 0, ""},
 		{"empty allowed roles allows nobody", &Settings{KeyGeneration: &KeyGenerationSettings{Team: &TeamKeyGeneration{AllowedTeamMemberRoles: []string{}}}}, alice, teamReq(), team, 400, "Team member role admin not in allowed_team_member_roles=[]"},
-		{"absent allowed roles allows any member", &Settings{KeyGeneration: &KeyGenerationSettings{Team: &TeamKeyGeneration{}}}, bob, teamReq(), team, 0, ""},
+		{"absent allowed roles allows any member", &Settings{KeyGeneration: &KeyGenerationSettings{Team: &TeamKeyGeneration{}}}, bob, teamReq(), open, 0, ""},
+		{"roles before permissions", onlyAdmins, bob, teamReq("tags"), open, 400, "Team member role user not in allowed_team_member_roles=['admin']"},
 		{"personal role not allowed", onlyAdmins, viewer, Request{Present: present("key_alias")}, nil, 400, "Personal key creation has been restricted by admin. Allowed roles=['proxy_admin', 'internal_user']. Your role=internal_user_viewer"},
 		{"personal role None", onlyAdmins, Caller{}, Request{}, nil, 400, "Personal key creation has been restricted by admin. Allowed roles=['proxy_admin', 'internal_user']. Your role=None"},
 		{"personal required param missing (admin too)", onlyAdmins, admin, Request{}, nil, 400, "Required param key_alias not in data"},
@@ -81,7 +88,11 @@ func checkErr(t *testing.T, err error, status int, msg string) {
 	if !ok {
 		t.Fatalf("got %v (%T), want *apierr.Error", err, err)
 	}
-	if e.Status != status || e.Message != msg || e.Type != apierr.TypeInternal || e.Param == nil || *e.Param != "None" {
+	typ, param := apierr.TypeInternal, "None"
+	if status == http.StatusUnauthorized { // team_member_permissions: the route is the param
+		typ, param = access.TypeTeamMemberPermission, access.RouteGenerate
+	}
+	if e.Status != status || e.Message != msg || e.Type != typ || e.Param == nil || *e.Param != param {
 		t.Fatalf("got %d %s %q, want %d %q", e.Status, e.Type, e.Message, status, msg)
 	}
 }

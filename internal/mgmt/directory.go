@@ -35,7 +35,7 @@ func (d OrgDirectory) User(ctx context.Context, id string) (string, []string, bo
 	return role, u.Teams, true, nil
 }
 
-// Team returns the team's members_with_roles.
+// Team returns the team's members_with_roles and team_member_permissions.
 func (d OrgDirectory) Team(ctx context.Context, id string) (*perm.Team, error) {
 	t, err := d.Org.GetTeam(ctx, id)
 	if errors.Is(err, keys.ErrNotFound) {
@@ -44,11 +44,16 @@ func (d OrgDirectory) Team(ctx context.Context, id string) (*perm.Team, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get team: %w", err)
 	}
-	out := &perm.Team{TeamID: t.TeamID, Members: make(map[string]string, len(t.MembersWithRoles))}
+	return accessTeam(t), nil
+}
+
+// accessTeam is a team row as internal/access reads it.
+func accessTeam(t *keys.Team) *perm.Team {
+	out := &perm.Team{TeamID: t.TeamID, Members: make(map[string]string, len(t.MembersWithRoles)), Permissions: t.TeamMemberPermissions}
 	for _, m := range t.MembersWithRoles {
 		if m.UserID != nil {
 			out.Members[*m.UserID] = m.Role
 		}
 	}
-	return out, nil
+	return out
 }

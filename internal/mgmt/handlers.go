@@ -161,7 +161,7 @@ func (a *API) update(r *http.Request, c *caller) (any, error) {
 		if err := perm.KeyRequest(c.acc, optPtr(&f.UserID), optPtr(&f.TeamID)); err != nil {
 			return nil, err
 		}
-		if err := a.canModify(ctx, c, hash); err != nil {
+		if err := a.canModify(ctx, c, hash, perm.RouteUpdate); err != nil {
 			return nil, fmt.Errorf("update: %w", err)
 		}
 	}
@@ -254,7 +254,7 @@ func (a *API) delete(r *http.Request, c *caller) (any, error) {
 			if err != nil {
 				return nil, fmt.Errorf("delete: get: %w", err)
 			}
-			if err := a.canModifyKey(ctx, c, k); err != nil {
+			if err := a.canModifyKey(ctx, c, k, perm.RouteDelete); err != nil {
 				return nil, err
 			}
 		}
@@ -301,7 +301,7 @@ func (a *API) info(r *http.Request, c *caller) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("key info %s: %w", keys.Redact(hash), err)
 		}
-		if err := a.canRead(c, k); err != nil {
+		if err := a.canRead(ctx, c, k); err != nil {
 			return nil, err
 		}
 	} else if !c.admin {
@@ -338,8 +338,11 @@ func (a *API) infoV2(r *http.Request, c *caller) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("v2 key info: %w", err)
 		}
-		if a.canRead(c, k) != nil {
-			continue // keys the caller may not read are left out
+		if err := a.canRead(r.Context(), c, k); err != nil {
+			if errors.As(err, new(*apierr.Error)) {
+				continue // keys the caller may not read are left out
+			}
+			return nil, fmt.Errorf("v2 key info: %w", err)
 		}
 		rows = append(rows, view(k, now))
 	}
@@ -472,7 +475,11 @@ func (a *API) setBlocked(r *http.Request, c *caller, blocked bool) (any, error) 
 	if err != nil {
 		return nil, fmt.Errorf("block: get %s: %w", keys.Redact(hash), err)
 	}
-	if err := a.canModifyKey(ctx, c, before); err != nil {
+	route := perm.RouteUnblock
+	if blocked {
+		route = perm.RouteBlock
+	}
+	if err := a.canModifyKey(ctx, c, before, route); err != nil {
 		return nil, err
 	}
 	k, err := a.st.SetBlocked(ctx, hash, blocked)
@@ -522,7 +529,7 @@ func (a *API) regenerate(r *http.Request, c *caller) (any, error) {
 		return nil, badRequest("new_key", "Key already exists")
 	}
 	ctx := r.Context()
-	if err := a.canModify(ctx, c, oldHash); err != nil {
+	if err := a.canModify(ctx, c, oldHash, perm.RouteRegenerate); err != nil {
 		return nil, fmt.Errorf("regenerate: %w", err)
 	}
 	if f.KeyAlias.ok() {

@@ -12,7 +12,7 @@ import (
 
 // TeamFinder returns the team a team key is generated for, for the
 // key-generation rules: (nil, nil) when no such team exists.
-type TeamFinder func(ctx context.Context, teamID string) (*keygen.Team, error)
+type TeamFinder func(ctx context.Context, teamID string) (*perm.Team, error)
 
 // callerRole is the caller's user_role as LiteLLM's UserAPIKeyAuth carries
 // it: the master key is a proxy admin.
@@ -44,7 +44,7 @@ func (a *API) applyKeyGenRules(r *http.Request, c *caller, f *keyFields) error {
 	// Without a team table (teams is nil) a team_id is a label: LiteLLM's
 	// "team_id without using the team table" case, whose rules are skipped.
 	if req.TeamID == nil || a.teams != nil {
-		var team *keygen.Team
+		var team *perm.Team
 		if req.TeamID != nil {
 			t, err := a.teams(r.Context(), *req.TeamID)
 			if err != nil {

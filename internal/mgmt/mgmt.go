@@ -180,7 +180,7 @@ func New(cfg Config) (*API, error) {
 		dir:        cfg.Directory,
 	}
 	if a.teams == nil && a.dir != nil {
-		a.teams = a.dirTeams
+		a.teams = a.dir.Team
 	}
 	if a.timeout == 0 {
 		a.timeout = DefaultRequestTimeout
@@ -246,6 +246,7 @@ type access uint8
 const (
 	adminOnly access = iota
 	virtualOK        // a virtual key may call it too (the handler checks ownership)
+	teamAdminOK      // with a Directory, a team admin may call it for its team (the handler checks)
 	public           // no credential needed
 )
 
@@ -281,9 +282,11 @@ func (a *API) routes() []route {
 		{"/team/list", http.MethodGet, adminOnly, a.teamList},
 		{"/team/block", http.MethodPost, adminOnly, a.teamBlock},
 		{"/team/unblock", http.MethodPost, adminOnly, a.teamUnblock},
-		{"/team/member_add", http.MethodPost, adminOnly, a.teamMemberAdd},
-		{"/team/member_delete", http.MethodPost, adminOnly, a.teamMemberDelete},
-		{"/team/member_update", http.MethodPost, adminOnly, a.teamMemberUpdate},
+		{"/team/member_add", http.MethodPost, teamAdminOK, a.teamMemberAdd},
+		{"/team/member_delete", http.MethodPost, teamAdminOK, a.teamMemberDelete},
+		{"/team/member_update", http.MethodPost, teamAdminOK, a.teamMemberUpdate},
+		{"/team/permissions_list", http.MethodGet, teamAdminOK, a.teamPermissionsList},
+		{"/team/permissions_update", http.MethodPost, teamAdminOK, a.teamPermissionsUpdate},
 		{"/user/new", http.MethodPost, adminOnly, a.userNew},
 		{"/user/update", http.MethodPost, adminOnly, a.userUpdate},
 		{"/user/delete", http.MethodPost, adminOnly, a.userDelete},

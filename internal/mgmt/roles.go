@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	perm "github.com/virtualkeys/sidecar/internal/access"
-	"github.com/virtualkeys/sidecar/internal/keygen"
 	"github.com/virtualkeys/sidecar/internal/keys"
 )
 
@@ -59,16 +58,19 @@ func routeName(rt route) string {
 // configured and c is not a proxy admin.
 func (a *API) roles(c *caller) bool { return a.dir != nil && c != nil && !c.admin }
 
-// teamRoles are the team roles that may manage a team's keys.
+// teamRoles are the team roles that may manage a team's keys: LiteLLM's
+// default without team_key_generation; its allowed_team_member_roles (nil:
+// any) with it.
 func (a *API) teamRoles() []string {
 	if s := a.keyGen; s != nil && s.KeyGeneration != nil && s.KeyGeneration.Team != nil {
 		return s.KeyGeneration.Team.AllowedTeamMemberRoles
 	}
-	return nil
+	return perm.DefaultTeamMemberRoles
 }
 
-// canModify is perm.CanModify on the stored key hash (404 when missing).
-func (a *API) canModify(ctx context.Context, c *caller, hash string) error {
+// canModify is perm.CanModify on the stored key hash (404 when missing),
+// for the key route named (perm.Route*).
+func (a *API) canModify(ctx context.Context, c *caller, hash, route string) error {
 	if !a.roles(c) {
 		return nil
 	}
@@ -76,10 +78,10 @@ func (a *API) canModify(ctx context.Context, c *caller, hash string) error {
 	if err != nil {
 		return fmt.Errorf("get %s: %w", keys.Redact(hash), err)
 	}
-	return a.canModifyKey(ctx, c, k)
+	return a.canModifyKey(ctx, c, k, route)
 }
 
-func (a *API) canModifyKey(ctx context.Context, c *caller, k *keys.Key) error {
+func (a *API) canModifyKey(ctx context.Context, c *caller, k *keys.Key, route string) error {
 	if !a.roles(c) {
 		return nil
 	}
@@ -92,7 +94,7 @@ func (a *API) canModifyKey(ctx context.Context, c *caller, k *keys.Key) error {
 		}
 		team = t
 	}
-	return perm.CanModify(c.acc, target, team, a.teamRoles())
+	return perm.CanModify(c.acc, target, team, a.teamRoles(), route)
 }
 
 func accessKey(k *keys.Key) perm.Key {
@@ -106,21 +108,22 @@ func accessKey(k *keys.Key) perm.Key {
 	return t
 }
 
-// dirTeams adapts the directory to the key-generation rules' team lookup.
-func (a *API) dirTeams(ctx context.Context, id string) (*keygen.Team, error) {
-	t, err := a.dir.Team(ctx, id)
-	if err != nil || t == nil {
-		return nil, err
-	}
-	return &keygen.Team{TeamID: t.TeamID, Members: t.Members}, nil
-}
-
-// canRead is perm.CanRead for a key that exists.
-func (a *API) canRead(c *caller, k *keys.Key) error {
+// canRead is perm.CanRead for a key that exists; the key's team row is
+// read only when the answer depends on it.
+func (a *API) canRead(ctx context.Context, c *caller, k *keys.Key) error {
 	if !a.roles(c) {
 		return nil
 	}
-	return perm.CanRead(c.acc, accessKey(k))
+	target := accessKey(k)
+	var team *perm.Team
+	if perm.NeedsTeam(c.acc, target) {
+		t, err := a.dir.Team(ctx, target.TeamID)
+		if err != nil {
+			return fmt.Errorf("key's team: %w", err)
+		}
+		team = t
+	}
+	return perm.CanRead(c.acc, target, team)
 }
 
 // routeCheck is LiteLLM's route check for a caller that is not a proxy
@@ -136,8 +139,8 @@ func (a *API) routeCheck(r *http.Request, rt route, c *caller) error {
 		}
 		return nil
 	}
-	if rt.path == "/key/health" {
-		return nil
+	if rt.path == "/key/health" || rt.access == teamAdminOK {
+		return nil // LiteLLM's self-managed routes: the handler decides
 	}
 	if !strings.HasPrefix(rt.path, "/key/") && rt.path != "/v2/key/info" {
 		// /team/* and /user/*: the sidecar's rule (a proxy_admin user is an
@@ -148,4 +151,13 @@ func (a *API) routeCheck(r *http.Request, rt route, c *caller) error {
 		return nil
 	}
 	return perm.Route(c.acc, routeName(rt))
+}
+
+// teamAdmin is perm.TeamAdmin for LiteLLM's self-managed team routes: a
+// proxy admin, or an admin of team t.
+func (a *API) teamAdmin(r *http.Request, c *caller, t *keys.Team) error {
+	if !a.roles(c) {
+		return nil
+	}
+	return perm.TeamAdmin(c.acc, accessTeam(t), r.URL.Path)
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	perm "github.com/virtualkeys/sidecar/internal/access"
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/store"
@@ -93,6 +94,9 @@ func decodeTeamFields(r *http.Request) (*teamFields, error) {
 		if err := checkNonNegative(p.name, p.o); err != nil {
 			return nil, err
 		}
+	}
+	if err := perm.ValidatePermissions(f.TeamMemberPermissions.V); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -489,6 +493,9 @@ func (a *API) teamMemberAdd(r *http.Request, c *caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.teamAdmin(r, c, t); err != nil {
+		return nil, err
+	}
 	for i := range members {
 		if err := members[i].resolve(ctx, o); err != nil {
 			return nil, err
@@ -570,6 +577,9 @@ func (a *API) teamMemberDelete(r *http.Request, c *caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.teamAdmin(r, c, t); err != nil {
+		return nil, err
+	}
 	uid, err := findMember(t, f)
 	if err != nil {
 		return nil, err
@@ -609,6 +619,9 @@ func (a *API) teamMemberUpdate(r *http.Request, c *caller) (any, error) {
 	ctx := r.Context()
 	t, err := a.getTeam(ctx, o, f.TeamID.V)
 	if err != nil {
+		return nil, err
+	}
+	if err := a.teamAdmin(r, c, t); err != nil {
 		return nil, err
 	}
 	uid, err := findMember(t, f)
@@ -659,4 +672,71 @@ func (a *API) teamMemberUpdate(r *http.Request, c *caller) (any, error) {
 		email = f.UserEmail.V
 	}
 	return map[string]any{"team_id": t.TeamID, "user_id": uid, "user_email": email, "max_budget_in_team": maxInTeam}, nil
+}
+
+// teamPermissionsList is GET /team/permissions_list?team_id=: the team's
+// team_member_permissions as stored and every value it may hold.
+func (a *API) teamPermissionsList(r *http.Request, c *caller) (any, error) {
+	o, err := a.orgStore()
+	if err != nil {
+		return nil, err
+	}
+	id := r.URL.Query().Get("team_id")
+	if id == "" {
+		return nil, invalid("team_id", "team_id: Field required")
+	}
+	t, err := a.getTeam(r.Context(), o, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.teamAdmin(r, c, t); err != nil {
+		return nil, err
+	}
+	perms := t.TeamMemberPermissions
+	if perms == nil {
+		perms = []string{}
+	}
+	return map[string]any{"team_id": t.TeamID, "team_member_permissions": perms, "all_available_permissions": perm.MemberPermissions}, nil
+}
+
+// teamPermissionsUpdate is POST /team/permissions_update {team_id,
+// team_member_permissions}: it replaces the list and answers the team row.
+func (a *API) teamPermissionsUpdate(r *http.Request, c *caller) (any, error) {
+	o, err := a.orgStore()
+	if err != nil {
+		return nil, err
+	}
+	obj, err := readObject(r, false)
+	if err != nil {
+		return nil, err
+	}
+	var id opt[string]
+	var perms opt[[]string]
+	if err := decodeFields(obj, []namedField{{"team_id", &id}, {"team_member_permissions", &perms}}); err != nil {
+		return nil, err
+	}
+	switch {
+	case !id.ok() || id.V == "":
+		return nil, invalid("team_id", "team_id: Field required")
+	case !perms.ok():
+		return nil, invalid("team_member_permissions", "team_member_permissions: Field required")
+	}
+	if err := perm.ValidatePermissions(perms.V); err != nil {
+		return nil, err
+	}
+	t, err := a.getTeam(r.Context(), o, id.V)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.teamAdmin(r, c, t); err != nil {
+		return nil, err
+	}
+	t, err = a.modifyTeam(r, c, o, t.TeamID, keys.ActionUpdated, func(t *keys.Team) error {
+		t.TeamMemberPermissions = perms.V
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return teamView(t), nil
 }
