@@ -244,10 +244,10 @@ func (a *API) Handler() http.Handler { return a.mux }
 type access uint8
 
 const (
-	adminOnly access = iota
-	virtualOK        // a virtual key may call it too (the handler checks ownership)
-	teamAdminOK      // with a Directory, a team admin may call it for its team (the handler checks)
-	public           // no credential needed
+	adminOnly   access = iota
+	virtualOK          // a virtual key may call it too (the handler checks ownership)
+	teamAdminOK        // with a Directory, a team admin may call it for its team (the handler checks)
+	public             // no credential needed
 )
 
 // handlerFunc answers one request: a value to encode as JSON with status 200,
