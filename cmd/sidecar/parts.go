@@ -123,7 +123,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 	api, err := mgmt.New(mgmt.Config{
 		Events: hooks,
 		Store:  st, MasterKey: cfg.MasterKey, MaxBodyBytes: cfg.MaxBodyBytes, RequestTimeout: cfg.MgmtTimeout,
-		KeyGeneration: keyGen, Directory: directory(st),
+		KeyGeneration: keyGen, Directory: directory(st), AccessGroups: groups,
 		// Our own writes drop the key from this replica's cache at once,
 		// before the response; other replicas learn through the feed.
 		Invalidate: kc.Invalidate, OrgChanged: org.changed(),

@@ -14,6 +14,7 @@ import (
 	"slices"
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
+	"github.com/virtualkeys/sidecar/internal/keys"
 )
 
 // User roles (LiteLLM_UserTable.user_role).
@@ -159,7 +160,7 @@ func ValidatePermissions(perms []string) error {
 	for _, p := range perms {
 		if !slices.Contains(MemberPermissions, p) {
 			return apierr.New(http.StatusBadRequest, apierr.TypeBadRequest, "team_member_permissions",
-				fmt.Sprintf("Invalid team_member_permissions value %q. Allowed values: %s", p, pyList(MemberPermissions)))
+				fmt.Sprintf("Invalid team_member_permissions value %q. Allowed values: %s", p, apierr.PyList(MemberPermissions)))
 		}
 	}
 	return nil
@@ -172,6 +173,24 @@ func (t *Team) EffectivePermissions() []string {
 		return DefaultMemberPermissions
 	}
 	return t.Permissions
+}
+
+// TeamOf is a team row as these checks read it.
+func TeamOf(t *keys.Team) *Team {
+	out := &Team{TeamID: t.TeamID, Members: make(map[string]string, len(t.MembersWithRoles)), Permissions: t.TeamMemberPermissions}
+	for _, m := range t.MembersWithRoles {
+		if m.UserID != nil {
+			out.Members[*m.UserID] = m.Role
+		}
+	}
+	return out
+}
+
+// MemberMayCall reports whether userID is a member of t who may call route
+// on t's keys (an admin, or a member t's team_member_permissions allow).
+func (t *Team) MemberMayCall(userID, route string) bool {
+	role, ok := t.Members[userID]
+	return userID != "" && ok && t.mayCall(role, route)
 }
 
 // mayCall reports whether t's member with role may call route on t's keys:
@@ -199,11 +218,11 @@ func TeamMember(c Caller, t *Team, allowedRoles []string, route string) error {
 	case c.UserID == "" || !ok:
 		return badRequest(fmt.Sprintf("User=%s not assigned to team=%s", none(c.UserID), t.TeamID))
 	case allowedRoles != nil && !slices.Contains(allowedRoles, role):
-		return badRequest(fmt.Sprintf("Team member role %s not in allowed_team_member_roles=%s", role, pyList(allowedRoles)))
+		return badRequest(fmt.Sprintf("Team member role %s not in allowed_team_member_roles=%s", role, apierr.PyList(allowedRoles)))
 	case !t.mayCall(role, route):
 		return apierr.New(http.StatusUnauthorized, TypeTeamMemberPermission, route,
 			fmt.Sprintf("Team member does not have permissions for endpoint: %s. You only have access to the following endpoints: %s for team %s. To create keys for this team, please ask your proxy admin to check the team member permission settings and update the settings to allow team member users to create keys.",
-				route, pyList(t.EffectivePermissions()), t.TeamID))
+				route, apierr.PyList(t.EffectivePermissions()), t.TeamID))
 	}
 	return nil
 }
@@ -265,10 +284,8 @@ func CanRead(c Caller, k Key, team *Team) error {
 		(c.UserID != "" && k.UserID == c.UserID) {
 		return nil
 	}
-	if team != nil && k.TeamID == team.TeamID && c.UserID != "" {
-		if role, ok := team.Members[c.UserID]; ok && team.mayCall(role, RouteInfo) {
-			return nil
-		}
+	if team != nil && k.TeamID == team.TeamID && team.MemberMayCall(c.UserID, RouteInfo) {
+		return nil
 	}
 	return forbidden("You are not allowed to access this key's info. Your role=" + none(c.Role))
 }
@@ -318,15 +335,4 @@ func none(s string) string {
 		return "None"
 	}
 	return s
-}
-
-func pyList(l []string) string {
-	s := "["
-	for i, v := range l {
-		if i > 0 {
-			s += ", "
-		}
-		s += "'" + v + "'"
-	}
-	return s + "]"
 }

@@ -190,7 +190,7 @@ func personalCheck(kg *KeyGenerationSettings, c Caller, req Request) error {
 	pk := kg.Personal
 	if pk.AllowedUserRoles != nil && !slices.Contains(pk.AllowedUserRoles, c.Role) {
 		return httpError(http.StatusBadRequest, fmt.Sprintf("Personal key creation has been restricted by admin. Allowed roles=%s. Your role=%s",
-			pyList(pk.AllowedUserRoles), pyNone(c.Role)))
+			apierr.PyList(pk.AllowedUserRoles), pyNone(c.Role)))
 	}
 	return requiredParams(req, pk.RequiredParams)
 }
@@ -342,20 +342,6 @@ func pyNone(s string) string {
 		return "None"
 	}
 	return s
-}
-
-// pyList renders a list of strings as Python's str(list).
-func pyList(l []string) string {
-	var b strings.Builder
-	b.WriteByte('[')
-	for i, s := range l {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("'" + s + "'")
-	}
-	b.WriteByte(']')
-	return b.String()
 }
 
 // pyFloat renders a float as Python's str(float): 10 -> "10.0".

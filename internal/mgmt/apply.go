@@ -12,8 +12,8 @@ import (
 // metadataFields are request fields LiteLLM keeps inside the key's metadata
 // under their own names (soft_budget too: it has no column in the key table).
 var metadataFields = []string{
-	"model_rpm_limit", "model_tpm_limit", "guardrails", "tags", "enforced_params",
-	"temp_budget_increase", "temp_budget_expiry", "soft_budget",
+	"model_rpm_limit", "model_tpm_limit", "tpm_limit_type", "rpm_limit_type", "guardrails", "tags",
+	"enforced_params", "temp_budget_increase", "temp_budget_expiry", "soft_budget",
 }
 
 // plan is a validated change: the parsed durations, ready to apply to a row.
@@ -174,6 +174,8 @@ func (p *plan) apply(k *keys.Key, now time.Time) {
 	}{
 		{"model_rpm_limit", f.ModelRPMLimit.Set, f.ModelRPMLimit.Null, f.ModelRPMLimit.V},
 		{"model_tpm_limit", f.ModelTPMLimit.Set, f.ModelTPMLimit.Null, f.ModelTPMLimit.V},
+		{"tpm_limit_type", f.TPMLimitType.Set, f.TPMLimitType.Null, f.TPMLimitType.V},
+		{"rpm_limit_type", f.RPMLimitType.Set, f.RPMLimitType.Null, f.RPMLimitType.V},
 		{"guardrails", f.Guardrails.Set, f.Guardrails.Null, nonNilList(f.Guardrails.V)},
 		{"tags", f.Tags.Set, f.Tags.Null, nonNilList(f.Tags.V)},
 		{"enforced_params", f.EnforcedParams.Set, f.EnforcedParams.Null, nonNilList(f.EnforcedParams.V)},

@@ -6,7 +6,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+
+	"github.com/virtualkeys/sidecar/internal/keygen"
 )
 
 // opt is one optional request field: absent (Set false), explicit null
@@ -147,6 +150,8 @@ type keyFields struct {
 	RPMLimit             opt[int64]
 	ModelRPMLimit        opt[map[string]any]
 	ModelTPMLimit        opt[map[string]any]
+	TPMLimitType         opt[string]
+	RPMLimitType         opt[string]
 	ModelMaxBudget       opt[map[string]any]
 	AllowedCacheControls opt[[]string]
 	AllowedRoutes        opt[[]string]
@@ -186,6 +191,8 @@ func (f *keyFields) list() []namedField {
 		{"rpm_limit", &f.RPMLimit},
 		{"model_rpm_limit", &f.ModelRPMLimit},
 		{"model_tpm_limit", &f.ModelTPMLimit},
+		{"tpm_limit_type", &f.TPMLimitType},
+		{"rpm_limit_type", &f.RPMLimitType},
 		{"model_max_budget", &f.ModelMaxBudget},
 		{"allowed_cache_controls", &f.AllowedCacheControls},
 		{"allowed_routes", &f.AllowedRoutes},
@@ -224,8 +231,19 @@ func keyFieldsFrom(obj map[string]json.RawMessage) (*keyFields, error) {
 	if f.Spend.Set && f.Spend.Null {
 		return nil, invalid("spend", "spend: Input should be a valid number, not null")
 	}
+	for _, lt := range []struct {
+		name string
+		o    *opt[string]
+	}{{"tpm_limit_type", &f.TPMLimitType}, {"rpm_limit_type", &f.RPMLimitType}} {
+		if lt.o.ok() && !slices.Contains(limitTypes, lt.o.V) {
+			return nil, invalid(lt.name, lt.name+": Input should be 'guaranteed_throughput', 'best_effort_throughput' or 'dynamic'")
+		}
+	}
 	return f, nil
 }
+
+// limitTypes are the values of tpm_limit_type and rpm_limit_type.
+var limitTypes = []string{keygen.GuaranteedThroughput, "best_effort_throughput", "dynamic"}
 
 // numberText renders a number field as the caller sent it.
 func numberText(raw json.RawMessage) string {

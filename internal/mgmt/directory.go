@@ -44,16 +44,5 @@ func (d OrgDirectory) Team(ctx context.Context, id string) (*perm.Team, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get team: %w", err)
 	}
-	return accessTeam(t), nil
-}
-
-// accessTeam is a team row as internal/access reads it.
-func accessTeam(t *keys.Team) *perm.Team {
-	out := &perm.Team{TeamID: t.TeamID, Members: make(map[string]string, len(t.MembersWithRoles)), Permissions: t.TeamMemberPermissions}
-	for _, m := range t.MembersWithRoles {
-		if m.UserID != nil {
-			out.Members[*m.UserID] = m.Role
-		}
-	}
-	return out
+	return perm.TeamOf(t), nil
 }

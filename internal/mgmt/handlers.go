@@ -127,6 +127,9 @@ func (a *API) generate(r *http.Request, c *caller) (any, error) {
 		UpdatedBy:            &who,
 	}
 	p.apply(k, now)
+	if err := a.teamKeyRules(ctx, c, f, nil, k); err != nil {
+		return nil, err
+	}
 	if err := a.st.Create(ctx, k); err != nil {
 		return nil, fmt.Errorf("create key: %w", err)
 	}
@@ -175,6 +178,17 @@ func (a *API) update(r *http.Request, c *caller) (any, error) {
 		}
 	}
 	now := a.clock()
+	if f.TeamID.ok() || f.TPMLimitType.ok() || f.RPMLimitType.ok() {
+		cur, err := a.st.Get(ctx, hash)
+		if err != nil {
+			return nil, fmt.Errorf("update key %s: %w", keys.Redact(hash), err)
+		}
+		next := *cur
+		p.apply(&next, now)
+		if err := a.teamKeyRules(ctx, c, f, cur, &next); err != nil {
+			return nil, err
+		}
+	}
 	who := changedBy(r, c)
 	var before map[string]any
 	k, err := a.st.Update(ctx, hash, func(k *keys.Key) error {

@@ -122,6 +122,10 @@ type Config struct {
 	// roles and permissions (docs/api.md's matrix). nil: only the master
 	// key manages keys; a virtual key reads its own key.
 	Directory Directory
+	// AccessGroups are the model access groups a models list may name (the
+	// Check's): a team key's models are matched against its team's with
+	// them. nil: none.
+	AccessGroups keys.AccessGroups
 }
 
 // DefaultRequestTimeout is Config.RequestTimeout's zero value.
@@ -142,6 +146,7 @@ type API struct {
 	keyGen     *keygen.Settings
 	teams      TeamFinder
 	dir        Directory
+	groups     keys.AccessGroups
 	mux        *http.ServeMux
 
 	requests *prometheus.CounterVec
@@ -178,6 +183,7 @@ func New(cfg Config) (*API, error) {
 		keyGen:     cfg.KeyGeneration,
 		teams:      cfg.Teams,
 		dir:        cfg.Directory,
+		groups:     cfg.AccessGroups,
 	}
 	if a.teams == nil && a.dir != nil {
 		a.teams = a.dir.Team

@@ -159,5 +159,5 @@ func (a *API) teamAdmin(r *http.Request, c *caller, t *keys.Team) error {
 	if !a.roles(c) {
 		return nil
 	}
-	return perm.TeamAdmin(c.acc, accessTeam(t), r.URL.Path)
+	return perm.TeamAdmin(c.acc, perm.TeamOf(t), r.URL.Path)
 }

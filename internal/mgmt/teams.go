@@ -363,22 +363,16 @@ func (a *API) teamInfo(r *http.Request, _ *caller) (any, error) {
 // teamKeys lists a team's keys (without their secrets: stored rows carry
 // only hashes).
 func (a *API) teamKeys(ctx context.Context, teamID string) ([]*wireKey, error) {
-	now := a.clock()
-	out := []*wireKey{}
-	q := store.ListQuery{TeamID: teamID, Page: 1, Size: maxListItems}
-	for {
-		res, err := a.st.List(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("list team keys: %w", err)
-		}
-		for _, k := range res.Keys {
-			out = append(out, view(k, now))
-		}
-		if len(res.Keys) < q.Size {
-			return out, nil
-		}
-		q.Page++
+	rows, err := a.teamKeyRows(ctx, teamID)
+	if err != nil {
+		return nil, err
 	}
+	now := a.clock()
+	out := make([]*wireKey, 0, len(rows))
+	for _, k := range rows {
+		out = append(out, view(k, now))
+	}
+	return out, nil
 }
 
 func (a *API) teamList(r *http.Request, _ *caller) (any, error) {
