@@ -227,6 +227,26 @@ func TeamMember(c Caller, t *Team, allowedRoles []string, route string) error {
 	return nil
 }
 
+// TeamInfo is user_api_key_auth's rule for /team/info: proxy admins and
+// viewers read every team; another caller reads its key's team and the
+// teams its user row lists (LiteLLM's members reading their team); anyone
+// else gets its 403.
+func TeamInfo(c Caller, teamID string) error {
+	if c.Admin() || c.Role == RoleProxyAdminViewer || (teamID != "" && (c.TeamID == teamID || slices.Contains(c.UserTeams, teamID))) {
+		return nil
+	}
+	return apierr.New(http.StatusForbidden, apierr.TypeAuth, "None", "key not allowed to access this team's info")
+}
+
+// UserInfo is user_api_key_auth's rule for /user/info: proxy admins and
+// viewers read every user; another caller reads its own user only.
+func UserInfo(c Caller, userID string) error {
+	if c.Admin() || c.Role == RoleProxyAdminViewer || (userID != "" && c.UserID == userID) {
+		return nil
+	}
+	return apierr.New(http.StatusForbidden, apierr.TypeAuth, "None", "key not allowed to access this user's info")
+}
+
 // TypeTeamMemberPermission is the error type of a team member's refused
 // route (LiteLLM's ProxyErrorTypes.team_member_permission_error).
 const TypeTeamMemberPermission = "team_member_permission_error"

@@ -252,3 +252,30 @@ func TestListScope(t *testing.T) {
 		})
 	}
 }
+
+func TestInfoRoutes(t *testing.T) {
+	const noTeam = "403 auth_error key not allowed to access this team's info"
+	const noUser = "403 auth_error key not allowed to access this user's info"
+	tests := []struct {
+		caller, id       string
+		wantTeam, wantUs string
+	}{
+		{"master", "t9", "ok", "ok"},
+		{"proxy_admin", "t9", "ok", "ok"},
+		{"proxy_admin_viewer", "t9", "ok", "ok"},
+		{"internal_user", "t1", "ok", noUser}, // t1 is in its user's teams
+		{"team user", "t1", "ok", noUser},     // its key's team
+		{"team user", "tu", noTeam, "ok"},     // its own user
+		{"internal_user_viewer", "t1", noTeam, noUser},
+		{"no user", "", noTeam, noUser},
+	}
+	for _, tt := range tests {
+		c := callers[tt.caller]
+		if got := result(TeamInfo(c, tt.id)); got != tt.wantTeam {
+			t.Errorf("%s team %q: %s, want %s", tt.caller, tt.id, got, tt.wantTeam)
+		}
+		if got := result(UserInfo(c, tt.id)); got != tt.wantUs {
+			t.Errorf("%s user %q: %s, want %s", tt.caller, tt.id, got, tt.wantUs)
+		}
+	}
+}

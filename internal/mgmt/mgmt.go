@@ -252,7 +252,7 @@ type access uint8
 const (
 	adminOnly   access = iota
 	virtualOK          // a virtual key may call it too (the handler checks ownership)
-	teamAdminOK        // with a Directory, a team admin may call it for its team (the handler checks)
+	selfManaged        // with a Directory, a team admin may call it for its team (the handler checks)
 	public             // no credential needed
 )
 
@@ -284,19 +284,19 @@ func (a *API) routes() []route {
 		{"/team/new", http.MethodPost, adminOnly, a.teamNew},
 		{"/team/update", http.MethodPost, adminOnly, a.teamUpdate},
 		{"/team/delete", http.MethodPost, adminOnly, a.teamDelete},
-		{"/team/info", http.MethodGet, adminOnly, a.teamInfo},
+		{"/team/info", http.MethodGet, selfManaged, a.teamInfo},
 		{"/team/list", http.MethodGet, adminOnly, a.teamList},
 		{"/team/block", http.MethodPost, adminOnly, a.teamBlock},
 		{"/team/unblock", http.MethodPost, adminOnly, a.teamUnblock},
-		{"/team/member_add", http.MethodPost, teamAdminOK, a.teamMemberAdd},
-		{"/team/member_delete", http.MethodPost, teamAdminOK, a.teamMemberDelete},
-		{"/team/member_update", http.MethodPost, teamAdminOK, a.teamMemberUpdate},
-		{"/team/permissions_list", http.MethodGet, teamAdminOK, a.teamPermissionsList},
-		{"/team/permissions_update", http.MethodPost, teamAdminOK, a.teamPermissionsUpdate},
+		{"/team/member_add", http.MethodPost, selfManaged, a.teamMemberAdd},
+		{"/team/member_delete", http.MethodPost, selfManaged, a.teamMemberDelete},
+		{"/team/member_update", http.MethodPost, selfManaged, a.teamMemberUpdate},
+		{"/team/permissions_list", http.MethodGet, selfManaged, a.teamPermissionsList},
+		{"/team/permissions_update", http.MethodPost, selfManaged, a.teamPermissionsUpdate},
 		{"/user/new", http.MethodPost, adminOnly, a.userNew},
 		{"/user/update", http.MethodPost, adminOnly, a.userUpdate},
 		{"/user/delete", http.MethodPost, adminOnly, a.userDelete},
-		{"/user/info", http.MethodGet, adminOnly, a.userInfo},
+		{"/user/info", http.MethodGet, selfManaged, a.userInfo},
 		{"/user/list", http.MethodGet, adminOnly, a.userList},
 		{"/openapi.json", http.MethodGet, public, a.openapi},
 	}

@@ -94,6 +94,13 @@ func TestTeamMemberPermissions(t *testing.T) {
 			{"team admin updates a member", ann, "POST", "/team/member_update", `{"team_id": "t1", "user_id": "dan", "max_budget_in_team": 5}`, 200, "", ""},
 			{"member deletes a member", bob, "POST", "/team/member_delete", `{"team_id": "t1", "user_id": "dan"}`, 403, "internal_server_error", notAdmin("/team/member_delete", "t1")},
 			{"team admin deletes a member", ann, "POST", "/team/member_delete", `{"team_id": "t1", "user_id": "dan"}`, 200, "", ""},
+			// info: a team's members read it, a user reads itself
+			{"member reads its team", bob, "GET", "/team/info?team_id=t1", "", 200, "", ""},
+			{"another team's admin reads it", cat, "GET", "/team/info?team_id=t1", "", 403, "auth_error", "key not allowed to access this team's info"},
+			{"user reads itself", bob, "GET", "/user/info?user_id=bob", "", 200, "", ""},
+			{"user reads itself by default", bob, "GET", "/user/info", "", 200, "", ""},
+			{"user reads another", bob, "GET", "/user/info?user_id=ann", "", 403, "auth_error", "key not allowed to access this user's info"},
+			{"member lists teams", bob, "GET", "/team/list", "", 401, "auth_error", "Authentication Error, only the proxy admin (master key) may call GET /team/list."},
 			{"team admin may not create teams", ann, "POST", "/team/new", `{"team_id": "t3"}`, 401, "auth_error", "Authentication Error, only the proxy admin (master key) may call POST /team/new."},
 		})
 

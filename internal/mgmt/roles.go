@@ -139,8 +139,8 @@ func (a *API) routeCheck(r *http.Request, rt route, c *caller) error {
 		}
 		return nil
 	}
-	if rt.path == "/key/health" || rt.access == teamAdminOK {
-		return nil // LiteLLM's self-managed routes: the handler decides
+	if rt.path == "/key/health" || rt.access == selfManaged {
+		return nil // LiteLLM's self-managed and info routes: the handler decides
 	}
 	if !strings.HasPrefix(rt.path, "/key/") && rt.path != "/v2/key/info" {
 		// /team/* and /user/*: the sidecar's rule (a proxy_admin user is an

@@ -335,7 +335,7 @@ func (a *API) teamDelete(r *http.Request, c *caller) (any, error) {
 	return map[string]any{"deleted_teams": ids}, nil
 }
 
-func (a *API) teamInfo(r *http.Request, _ *caller) (any, error) {
+func (a *API) teamInfo(r *http.Request, c *caller) (any, error) {
 	o, err := a.orgStore()
 	if err != nil {
 		return nil, err
@@ -343,6 +343,11 @@ func (a *API) teamInfo(r *http.Request, _ *caller) (any, error) {
 	id := r.URL.Query().Get("team_id")
 	if id == "" {
 		return nil, invalid("team_id", "Malformed request. No team id passed in.")
+	}
+	if a.roles(c) {
+		if err := perm.TeamInfo(c.acc, id); err != nil {
+			return nil, err
+		}
 	}
 	ctx := r.Context()
 	t, err := a.getTeam(ctx, o, id)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	perm "github.com/virtualkeys/sidecar/internal/access"
 	"github.com/virtualkeys/sidecar/internal/apierr"
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/store"
@@ -313,14 +314,22 @@ func (a *API) userDelete(r *http.Request, c *caller) (any, error) {
 	return map[string]any{"deleted_users": ids}, nil
 }
 
-func (a *API) userInfo(r *http.Request, _ *caller) (any, error) {
+func (a *API) userInfo(r *http.Request, c *caller) (any, error) {
 	o, err := a.orgStore()
 	if err != nil {
 		return nil, err
 	}
 	id := r.URL.Query().Get("user_id")
+	if id == "" && a.roles(c) {
+		id = c.acc.UserID // LiteLLM: a user's own info
+	}
 	if id == "" {
 		return nil, invalid("user_id", "user_id: Field required")
+	}
+	if a.roles(c) {
+		if err := perm.UserInfo(c.acc, id); err != nil {
+			return nil, err
+		}
 	}
 	ctx := r.Context()
 	u, err := o.GetUser(ctx, id)
