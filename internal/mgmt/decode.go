@@ -126,6 +126,16 @@ func decodeFields(obj map[string]json.RawMessage, fields []namedField) error {
 	return nil
 }
 
+// decodeBody reads a request's JSON object (a body is required) into
+// fields.
+func decodeBody(r *http.Request, fields ...namedField) error {
+	obj, err := readObject(r, false)
+	if err != nil {
+		return err
+	}
+	return decodeFields(obj, fields)
+}
+
 type namedField struct {
 	name string
 	d    decoder

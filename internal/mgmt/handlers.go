@@ -472,12 +472,8 @@ func (a *API) block(r *http.Request, c *caller) (any, error)   { return a.setBlo
 func (a *API) unblock(r *http.Request, c *caller) (any, error) { return a.setBlocked(r, c, false) }
 
 func (a *API) setBlocked(r *http.Request, c *caller, blocked bool) (any, error) {
-	obj, err := readObject(r, false)
-	if err != nil {
-		return nil, err
-	}
 	var key opt[string]
-	if err := decodeFields(obj, []namedField{{"key", &key}}); err != nil {
+	if err := decodeBody(r, namedField{"key", &key}); err != nil {
 		return nil, err
 	}
 	if !key.ok() || key.V == "" {

@@ -17,8 +17,7 @@ import (
 // only, and the refusals are LiteLLM's.
 func TestTeamMemberPermissions(t *testing.T) {
 	each(t, func(t *testing.T, open opener) {
-		st := open(t)
-		e := newEnv(t, st, func(c *mgmt.Config) { c.Directory = mgmt.OrgDirectory{Org: st.(mgmt.OrgStore)} })
+		e := newDirEnv(t, open)
 		e.admin("POST", "/user/new", `{"user_id": "ann", "user_role": "internal_user", "auto_create_key": false}`, 200)
 		e.admin("POST", "/user/new", `{"user_id": "bob", "user_role": "internal_user", "auto_create_key": false}`, 200)
 		e.admin("POST", "/user/new", `{"user_id": "cat", "user_role": "internal_user", "auto_create_key": false}`, 200)
@@ -36,33 +35,9 @@ func TestTeamMemberPermissions(t *testing.T) {
 		notAdmin := func(route, team string) string {
 			return fmt.Sprintf("{'error': 'Call not allowed. User not proxy admin OR team admin. route=%s, team_id=%s'}", route, team)
 		}
-		type step struct {
-			name, auth, method, path, body string
-			status                         int
-			typ, msg                       string
-		}
-		run := func(steps []step) {
-			t.Helper()
-			for _, s := range steps {
-				r := e.call(s.method, s.path, s.auth, s.body)
-				if r.status != s.status {
-					t.Fatalf("%s: status %d, want %d: %s", s.name, r.status, s.status, r.body)
-				}
-				if s.status == 200 {
-					if k, ok := r.obj(t)["key"].(string); ok {
-						e.sawRaw(k)
-					}
-					continue
-				}
-				typ, msg, _, _ := r.errBody(t)
-				if typ != s.typ || msg != s.msg {
-					t.Errorf("%s: got %s %q\nwant %s %q", s.name, typ, msg, s.typ, s.msg)
-				}
-			}
-		}
 		info := "/key/info?key=" + url.QueryEscape(teamKey)
 		defaults := "['/key/info', '/key/health']"
-		run([]step{
+		e.runSteps([]apiStep{
 			// defaults: a plain member reads the team's keys and nothing more
 			{"member reads a team key", bob, "GET", info, "", 200, "", ""},
 			{"member generates by default", bob, "POST", "/key/generate", `{"team_id": "t1"}`, 401, access.TypeTeamMemberPermission, refused("/key/generate", defaults)},
@@ -147,4 +122,42 @@ func pyStrings(l []string) string {
 		s += "'" + v + "'"
 	}
 	return s + "]"
+}
+
+// apiStep is one call and the answer it must get: the status, and for a
+// refusal LiteLLM's error type and message ("" = any message).
+type apiStep struct {
+	name, auth, method, path, body string
+	status                         int
+	typ, msg                       string
+}
+
+// runSteps makes each call in order; a key in a 200 answer is one more raw
+// key that must never be logged.
+func (e *env) runSteps(steps []apiStep) {
+	e.t.Helper()
+	for _, s := range steps {
+		r := e.call(s.method, s.path, s.auth, s.body)
+		if r.status != s.status {
+			e.t.Fatalf("%s: status %d, want %d: %s", s.name, r.status, s.status, r.body)
+		}
+		if s.status == 200 {
+			if k, ok := r.obj(e.t)["key"].(string); ok {
+				e.sawRaw(k)
+			}
+			continue
+		}
+		typ, msg, _, _ := r.errBody(e.t)
+		if typ != s.typ || (s.msg != "" && msg != s.msg) {
+			e.t.Errorf("%s: got %s %q\nwant %s %q", s.name, typ, msg, s.typ, s.msg)
+		}
+	}
+}
+
+// newDirEnv is an env whose roles come from the store's own team and user
+// tables, as the sidecar runs.
+func newDirEnv(t *testing.T, open opener) *env {
+	t.Helper()
+	st := open(t)
+	return newEnv(t, st, func(c *mgmt.Config) { c.Directory = mgmt.OrgDirectory{Org: st.(mgmt.OrgStore)} })
 }

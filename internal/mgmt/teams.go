@@ -79,12 +79,8 @@ func (m *memberIn) resolve(ctx context.Context, o OrgStore) error {
 }
 
 func decodeTeamFields(r *http.Request) (*teamFields, error) {
-	obj, err := readObject(r, false)
-	if err != nil {
-		return nil, err
-	}
 	f := &teamFields{}
-	if err := decodeFields(obj, f.list()); err != nil {
+	if err := decodeBody(r, f.list()...); err != nil {
 		return nil, err
 	}
 	for _, p := range []struct {
@@ -137,11 +133,7 @@ func (f *teamFields) apply(t *keys.Team, resetParam string, a *API) error {
 }
 
 func (a *API) teamNew(r *http.Request, c *caller) (any, error) {
-	o, err := a.orgStore()
-	if err != nil {
-		return nil, err
-	}
-	f, err := decodeTeamFields(r)
+	o, f, err := withOrg(a, r, decodeTeamFields)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +204,21 @@ func (a *API) addMember(ctx context.Context, r *http.Request, c *caller, o OrgSt
 	return nil
 }
 
+// withOrg opens the org store and decodes the request with decode: the
+// prelude of the team and user handlers.
+func withOrg[T any](a *API, r *http.Request, decode func(*http.Request) (T, error)) (OrgStore, T, error) {
+	var zero T
+	o, err := a.orgStore()
+	if err != nil {
+		return nil, zero, err
+	}
+	f, err := decode(r)
+	if err != nil {
+		return nil, zero, err
+	}
+	return o, f, nil
+}
+
 // teamView is a team as responses show it.
 func teamView(t *keys.Team) *keys.Team {
 	v := *t
@@ -255,11 +262,7 @@ func (a *API) modifyTeam(r *http.Request, c *caller, o OrgStore, id, action stri
 }
 
 func (a *API) teamUpdate(r *http.Request, c *caller) (any, error) {
-	o, err := a.orgStore()
-	if err != nil {
-		return nil, err
-	}
-	f, err := decodeTeamFields(r)
+	o, f, err := withOrg(a, r, decodeTeamFields)
 	if err != nil {
 		return nil, err
 	}
@@ -407,12 +410,8 @@ func (a *API) setTeamBlocked(r *http.Request, c *caller, blocked bool) (any, err
 	if err != nil {
 		return nil, err
 	}
-	obj, err := readObject(r, false)
-	if err != nil {
-		return nil, err
-	}
 	var id opt[string]
-	if err := decodeFields(obj, []namedField{{"team_id", &id}}); err != nil {
+	if err := decodeBody(r, namedField{"team_id", &id}); err != nil {
 		return nil, err
 	}
 	if !id.ok() || id.V == "" {
@@ -453,13 +452,9 @@ func membersOf(raw json.RawMessage) ([]memberIn, error) {
 }
 
 func decodeMemberFields(r *http.Request) (*memberFields, error) {
-	obj, err := readObject(r, false)
-	if err != nil {
-		return nil, err
-	}
 	f := &memberFields{}
-	if err := decodeFields(obj, []namedField{{"team_id", &f.TeamID}, {"member", &f.Member}, {"user_id", &f.UserID},
-		{"user_email", &f.UserEmail}, {"role", &f.Role}, {"max_budget_in_team", &f.MaxBudgetInTeam}}); err != nil {
+	if err := decodeBody(r, []namedField{{"team_id", &f.TeamID}, {"member", &f.Member}, {"user_id", &f.UserID},
+		{"user_email", &f.UserEmail}, {"role", &f.Role}, {"max_budget_in_team", &f.MaxBudgetInTeam}}...); err != nil {
 		return nil, err
 	}
 	if !f.TeamID.ok() || f.TeamID.V == "" {
@@ -472,11 +467,7 @@ func decodeMemberFields(r *http.Request) (*memberFields, error) {
 }
 
 func (a *API) teamMemberAdd(r *http.Request, c *caller) (any, error) {
-	o, err := a.orgStore()
-	if err != nil {
-		return nil, err
-	}
-	f, err := decodeMemberFields(r)
+	o, f, err := withOrg(a, r, decodeMemberFields)
 	if err != nil {
 		return nil, err
 	}
@@ -563,11 +554,7 @@ func findMember(t *keys.Team, f *memberFields) (string, error) {
 }
 
 func (a *API) teamMemberDelete(r *http.Request, c *caller) (any, error) {
-	o, err := a.orgStore()
-	if err != nil {
-		return nil, err
-	}
-	f, err := decodeMemberFields(r)
+	o, f, err := withOrg(a, r, decodeMemberFields)
 	if err != nil {
 		return nil, err
 	}
@@ -604,11 +591,7 @@ func (a *API) teamMemberDelete(r *http.Request, c *caller) (any, error) {
 }
 
 func (a *API) teamMemberUpdate(r *http.Request, c *caller) (any, error) {
-	o, err := a.orgStore()
-	if err != nil {
-		return nil, err
-	}
-	f, err := decodeMemberFields(r)
+	o, f, err := withOrg(a, r, decodeMemberFields)
 	if err != nil {
 		return nil, err
 	}
@@ -705,13 +688,9 @@ func (a *API) teamPermissionsUpdate(r *http.Request, c *caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	obj, err := readObject(r, false)
-	if err != nil {
-		return nil, err
-	}
 	var id opt[string]
 	var perms opt[[]string]
-	if err := decodeFields(obj, []namedField{{"team_id", &id}, {"team_member_permissions", &perms}}); err != nil {
+	if err := decodeBody(r, namedField{"team_id", &id}, namedField{"team_member_permissions", &perms}); err != nil {
 		return nil, err
 	}
 	switch {
