@@ -408,7 +408,8 @@ func (a *API) list(r *http.Request, c *caller) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := boolParam("include_team_keys"); err != nil { // no team table yet: accepted, no effect
+	teamKeys, err := boolParam("include_team_keys")
+	if err != nil {
 		return nil, err
 	}
 	q := store.ListQuery{
@@ -426,6 +427,11 @@ func (a *API) list(r *http.Request, c *caller) (any, error) {
 			return nil, err
 		}
 		q.UserID = scope
+		if teamKeys { // LiteLLM: and the keys of the teams the caller is an admin of
+			if q.OrTeamIDs, err = a.adminTeams(r.Context(), c); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if h := qs.Get("key_hash"); h != "" {
 		q.KeyHash = keys.Ref(h)

@@ -69,6 +69,9 @@ func TestTeamMemberPermissions(t *testing.T) {
 			{"team admin updates a member", ann, "POST", "/team/member_update", `{"team_id": "t1", "user_id": "dan", "max_budget_in_team": 5}`, 200, "", ""},
 			{"member deletes a member", bob, "POST", "/team/member_delete", `{"team_id": "t1", "user_id": "dan"}`, 403, "internal_server_error", notAdmin("/team/member_delete", "t1")},
 			{"team admin deletes a member", ann, "POST", "/team/member_delete", `{"team_id": "t1", "user_id": "dan"}`, 200, "", ""},
+			// lists: a team admin's own keys, and with include_team_keys its teams' keys
+			{"team admin lists its teams' keys", ann, "GET", "/key/list?include_team_keys=true&return_full_object=true&size=100", "", 200, "", ""},
+
 			// info: a team's members read it, a user reads itself
 			{"member reads its team", bob, "GET", "/team/info?team_id=t1", "", 200, "", ""},
 			{"another team's admin reads it", cat, "GET", "/team/info?team_id=t1", "", 403, "auth_error", "key not allowed to access this team's info"},
@@ -79,6 +82,38 @@ func TestTeamMemberPermissions(t *testing.T) {
 			{"team admin may not create teams", ann, "POST", "/team/new", `{"team_id": "t3"}`, 401, "auth_error", "Authentication Error, only the proxy admin (master key) may call POST /team/new."},
 		})
 
+		// include_team_keys: a team admin sees the team's keys, a plain member only its own
+		for _, c := range []struct {
+			who, auth string
+			want      bool
+		}{{"team admin", ann, true}, {"plain member", bob, false}, {"team admin without the flag", ann, false}} {
+			path := "/key/list?return_full_object=true&size=100"
+			if c.who != "team admin without the flag" {
+				path += "&include_team_keys=true"
+			}
+			r := e.call("GET", path, c.auth, "")
+			if r.status != 200 {
+				t.Fatalf("%s: %d %s", c.who, r.status, r.body)
+			}
+			var l struct {
+				Keys []struct {
+					TeamID *string `json:"team_id"`
+					UserID *string `json:"user_id"`
+				} `json:"keys"`
+			}
+			if err := json.Unmarshal(r.body, &l); err != nil {
+				t.Fatal(err)
+			}
+			sawTeamKey := false
+			for _, k := range l.Keys {
+				if k.UserID == nil && k.TeamID != nil && *k.TeamID == "t1" {
+					sawTeamKey = true
+				}
+			}
+			if sawTeamKey != c.want {
+				t.Errorf("%s: lists the team's keys %v, want %v: %s", c.who, sawTeamKey, c.want, r.body)
+			}
+		}
 		doc := docChecker(t, e)
 		r := e.call("POST", "/team/permissions_update", ann, `{"team_id": "t1", "team_member_permissions": ["/key/generate", "/key/update"]}`)
 		doc("permissions_update", "POST", "/team/permissions_update", r.status, r.body)

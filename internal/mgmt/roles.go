@@ -161,3 +161,19 @@ func (a *API) teamAdmin(r *http.Request, c *caller, t *keys.Team) error {
 	}
 	return perm.TeamAdmin(c.acc, perm.TeamOf(t), r.URL.Path)
 }
+
+// adminTeams are the teams among the caller's user's teams that list it
+// as an admin.
+func (a *API) adminTeams(ctx context.Context, c *caller) ([]string, error) {
+	var out []string
+	for _, id := range c.acc.UserTeams {
+		t, err := a.dir.Team(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("caller's team: %w", err)
+		}
+		if t != nil && c.acc.UserID != "" && t.Members[c.acc.UserID] == perm.TeamRoleAdmin {
+			out = append(out, t.TeamID)
+		}
+	}
+	return out, nil
+}

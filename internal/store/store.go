@@ -167,6 +167,11 @@ type ListQuery struct {
 	KeyAlias       string
 	SortBy         string // one of SortColumns; "" = created_at desc, token desc
 	Desc           bool   // sort direction for SortBy
+	// OrTeamIDs, when set, makes the result the keys the other filters
+	// match (none when there are no other filters) plus every key of these
+	// teams: LiteLLM's list of a user's own keys and the keys of the teams
+	// it is an admin of. Empty: no effect.
+	OrTeamIDs []string
 }
 
 // ListResult is one page of List.

@@ -262,6 +262,13 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) (store.ListResult, 
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
+	if len(q.OrTeamIDs) > 0 && s.cols.present["team_id"] {
+		if cond == "" {
+			cond = " WHERE FALSE"
+		}
+		args = append(args, q.OrTeamIDs)
+		cond = fmt.Sprintf(" WHERE (%s) OR %s = ANY($%d)", strings.TrimPrefix(cond, " WHERE "), quote("team_id"), len(args))
+	}
 	order := ""
 	if s.cols.present[col] {
 		order = sortExpr[col] + " " + dir + " NULLS LAST, "

@@ -257,6 +257,16 @@ func (s *Store) List(ctx context.Context, q store.ListQuery) (store.ListResult, 
 	if len(where) > 0 {
 		cond = " WHERE " + strings.Join(where, " AND ")
 	}
+	if len(q.OrTeamIDs) > 0 {
+		base := "FALSE"
+		if len(where) > 0 {
+			base = strings.Join(where, " AND ")
+		}
+		cond = " WHERE (" + base + ") OR team_id IN (?" + strings.Repeat(", ?", len(q.OrTeamIDs)-1) + ")"
+		for _, t := range q.OrTeamIDs {
+			args = append(args, t)
+		}
+	}
 	var total int
 	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM `+keyTable+cond, args...).Scan(&total); err != nil {
 		return store.ListResult{}, fmt.Errorf("sqlite: list: %w", translate(err, nil))

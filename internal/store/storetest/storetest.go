@@ -658,6 +658,10 @@ func (s *suite) testListFilters(t *testing.T) {
 		{"unknown user", store.ListQuery{UserID: "nobody"}, nil},
 		{"injection attempt", store.ListQuery{UserID: "u1' OR '1'='1"}, nil},
 		{"like wildcard is literal", store.ListQuery{UserID: "u%"}, nil},
+		{"own keys or a team's", store.ListQuery{UserID: "u2", OrTeamIDs: []string{"t2"}}, []*keys.Key{k3, k2}},
+		{"own keys or teams', overlapping", store.ListQuery{UserID: "u1", OrTeamIDs: []string{"t1", "none"}}, []*keys.Key{k3, k2, k1}},
+		{"only teams'", store.ListQuery{OrTeamIDs: []string{"t1"}}, []*keys.Key{k3, k1}},
+		{"filters or teams", store.ListQuery{UserID: "u1", TeamID: "t2", OrTeamIDs: []string{"t1"}}, []*keys.Key{k3, k2, k1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
