@@ -2,72 +2,21 @@ package authz_test
 
 import (
 	"context"
-	"net"
 	"testing"
-	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/virtualkeys/sidecar/internal/authz"
-	"github.com/virtualkeys/sidecar/internal/cache"
 	"github.com/virtualkeys/sidecar/internal/keys"
 	"github.com/virtualkeys/sidecar/internal/pgtest"
 	"github.com/virtualkeys/sidecar/internal/store"
-	"github.com/virtualkeys/sidecar/internal/store/postgres"
 )
-
-// newOrgReplica is newReplica with the team/user cache too: a sidecar with
-// its own Postgres store, key cache, org cache and Check service.
-func newOrgReplica(t *testing.T, dbURL string) *replica {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := postgres.Open(ctx, postgres.Config{URL: dbURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	c, err := cache.New(cache.Config{Loader: st, LookupTimeout: lookupTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	t.Cleanup(c.Attach(st))
-	oc, err := cache.NewOrg(cache.OrgConfig{Loader: st, LookupTimeout: lookupTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(oc.Close)
-	t.Cleanup(oc.Attach(st))
-	a, err := authz.New(authz.Config{Cache: c, Org: oc, MasterKey: master})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(authz.ServerOptions(1 << 20)...)
-	authz.NewServer(a).Register(g)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return &replica{store: st, cache: c, client: authv3.NewAuthorizationClient(conn)}
-}
 
 // A team blocked or put over budget through replica A, or by a plain SQL
 // UPDATE of LiteLLM_TeamTable, is enforced by replica B within
 // propagation (polled with a deadline).
 func TestReplicasEnforceTeamChanges(t *testing.T) {
 	url := pgtest.URL(t)
-	a, b := newOrgReplica(t, url), newOrgReplica(t, url)
+	a, b := startReplica(t, url, true), startReplica(t, url, true)
 	ctx := context.Background()
 	if err := a.store.CreateTeam(ctx, &keys.Team{TeamID: "t", MaxBudget: ptr(10.0)}); err != nil {
 		t.Fatal(err)

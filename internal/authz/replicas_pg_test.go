@@ -33,7 +33,11 @@ type replica struct {
 
 const lookupTimeout = 300 * time.Millisecond
 
-func newReplica(t *testing.T, dbURL string) *replica {
+func newReplica(t *testing.T, dbURL string) *replica { return startReplica(t, dbURL, false) }
+
+// startReplica starts a replica; withOrg adds the team/user cache, as the
+// sidecar has.
+func startReplica(t *testing.T, dbURL string, withOrg bool) *replica {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -49,7 +53,17 @@ func newReplica(t *testing.T, dbURL string) *replica {
 	}
 	t.Cleanup(c.Close)
 	t.Cleanup(c.Attach(st))
-	a, err := authz.New(authz.Config{Cache: c, MasterKey: master})
+	cfg := authz.Config{Cache: c, MasterKey: master}
+	if withOrg {
+		oc, err := cache.NewOrg(cache.OrgConfig{Loader: st, LookupTimeout: lookupTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(oc.Close)
+		t.Cleanup(oc.Attach(st))
+		cfg.Org = oc
+	}
+	a, err := authz.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
