@@ -340,7 +340,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	integer(&spendLogs, "spend-max-pending-logs", 100000, "spend-log rows kept while the store is down (spend itself is never dropped)", "SIDECAR_SPEND_MAX_PENDING_LOGS")
 	str(&c.PriceTable, "price-table", "", "LiteLLM model_prices_and_context_window.json file or http(s) URL; empty = bundled table", "SIDECAR_PRICE_TABLE")
 	dur(&c.PriceReloadInterval, "price-reload-interval", 0, "how often --price-table is checked for changes (0 = 1m for a file, 1h for a URL)", "SIDECAR_PRICE_RELOAD_INTERVAL")
-	str(&c.CustomPricesFile, "custom-prices-file", "", `JSON {"model": {"input_cost_per_token": ..., "output_cost_per_token": ...}} priced on top of the table`, "SIDECAR_CUSTOM_PRICES_FILE")
+	str(&c.CustomPricesFile, "custom-prices-file", "", `JSON {"model": {"input_cost_per_token": ..., "output_cost_per_token": ...}} priced on top of the table (and over --config's model_list prices, key by key)`, "SIDECAR_CUSTOM_PRICES_FILE")
 	str(&c.ModelDeployments, "model-deployments", "", "Azure deployment names to the model priced: dep=model,dep2=model2", "SIDECAR_MODEL_DEPLOYMENTS")
 	str(&unknownCost, "unknown-model-cost-per-token", "0", "USD per prompt/output token for models not in the price table", "SIDECAR_UNKNOWN_MODEL_COST_PER_TOKEN")
 	boolean(&c.InjectIncludeUsage, "inject-include-usage", true, "ext_proc adds stream_options.include_usage to OpenAI streams that lack it (else they are charged by estimate)", "SIDECAR_INJECT_INCLUDE_USAGE")
