@@ -86,9 +86,12 @@ type Config struct {
 	// ModelHeader, when set, names a request header that carries a model;
 	// like every model the request names, it must be allowed.
 	ModelHeader string
-	// ModelAliasesResolved lets a key's aliases grant access to the alias
-	// name, for deployments where something downstream (a LiteLLM proxy or
-	// router) resolves aliases. false: the requested name must be allowed.
+	// ModelAliasesResolved lets a key's aliases and config.yaml's
+	// router_settings.model_group_alias grant access to the alias name (and
+	// prices a model_group_alias as its target), for deployments where
+	// something downstream (a LiteLLM proxy or router) resolves aliases.
+	// false: the requested name must be allowed, and model_group_alias is
+	// not used.
 	ModelAliasesResolved bool
 	// IdentityHeaderPrefix prefixes the identity headers set on allow.
 	IdentityHeaderPrefix string
@@ -138,7 +141,8 @@ type Config struct {
 	// file, 1h for a URL.
 	PriceReloadInterval time.Duration
 	// CustomPricesFile is a JSON file {"model": {"input_cost_per_token":
-	// ..., ...}} of prices on top of the table; empty = none.
+	// ..., ...}} of prices on top of the table and, key by key, over
+	// ConfigFile's model_list prices; empty = none.
 	CustomPricesFile string
 	// ModelDeployments maps Azure deployment names to the model priced,
 	// "dep=model,dep2=model2" (validated; parseDeployments reads it);
@@ -307,7 +311,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	str(&c.KeyHeader, "key-header", "", "read the key only from this header instead of LiteLLM's list", "SIDECAR_KEY_HEADER")
 	str(&c.ModelHeader, "model-header", "", "header carrying a model; checked like every other place a model is named", "SIDECAR_MODEL_HEADER")
 	aliases := env("SIDECAR_MODEL_ALIASES_RESOLVED") == "true" || env("SIDECAR_MODEL_ALIASES_RESOLVED") == "1"
-	fs.BoolVar(&c.ModelAliasesResolved, "model-aliases-resolved", aliases, "a key's aliases grant access to the alias name (set only when a LiteLLM proxy or router upstream resolves aliases)"+envHelp([]string{"SIDECAR_MODEL_ALIASES_RESOLVED"}))
+	fs.BoolVar(&c.ModelAliasesResolved, "model-aliases-resolved", aliases, "a key's aliases and config.yaml's model_group_alias grant access to the alias name (set only when a LiteLLM proxy or router upstream resolves aliases)"+envHelp([]string{"SIDECAR_MODEL_ALIASES_RESOLVED"}))
 	str(&c.IdentityHeaderPrefix, "identity-header-prefix", "x-litellm-", "prefix of the identity headers set upstream on allow", "SIDECAR_IDENTITY_HEADER_PREFIX")
 	str(&c.AccessGroupsFile, "access-groups-file", "", `JSON file of model access groups {"group": ["model", ...]}`, "SIDECAR_ACCESS_GROUPS_FILE")
 	integer(&c.MaxBodyBytes, "max-body-bytes", 1<<20, "cap on management request bodies and on the request body the Check reads", "SIDECAR_MAX_BODY_BYTES")
@@ -336,7 +340,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 	integer(&spendLogs, "spend-max-pending-logs", 100000, "spend-log rows kept while the store is down (spend itself is never dropped)", "SIDECAR_SPEND_MAX_PENDING_LOGS")
 	str(&c.PriceTable, "price-table", "", "LiteLLM model_prices_and_context_window.json file or http(s) URL; empty = bundled table", "SIDECAR_PRICE_TABLE")
 	dur(&c.PriceReloadInterval, "price-reload-interval", 0, "how often --price-table is checked for changes (0 = 1m for a file, 1h for a URL)", "SIDECAR_PRICE_RELOAD_INTERVAL")
-	str(&c.CustomPricesFile, "custom-prices-file", "", `JSON {"model": {"input_cost_per_token": ..., "output_cost_per_token": ...}} priced on top of the table`, "SIDECAR_CUSTOM_PRICES_FILE")
+	str(&c.CustomPricesFile, "custom-prices-file", "", `JSON {"model": {"input_cost_per_token": ..., "output_cost_per_token": ...}} priced on top of the table (and over --config's model_list prices, key by key)`, "SIDECAR_CUSTOM_PRICES_FILE")
 	str(&c.ModelDeployments, "model-deployments", "", "Azure deployment names to the model priced: dep=model,dep2=model2", "SIDECAR_MODEL_DEPLOYMENTS")
 	str(&unknownCost, "unknown-model-cost-per-token", "0", "USD per prompt/output token for models not in the price table", "SIDECAR_UNKNOWN_MODEL_COST_PER_TOKEN")
 	boolean(&c.InjectIncludeUsage, "inject-include-usage", true, "ext_proc adds stream_options.include_usage to OpenAI streams that lack it (else they are charged by estimate)", "SIDECAR_INJECT_INCLUDE_USAGE")
@@ -372,6 +376,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (*C
 			errs = append(errs, fmt.Errorf("--config: %w", err))
 		} else {
 			c.LiteLLM = lc
+			if err := checkConfigPrices(c.ConfigFile, lc.Prices); err != nil {
+				errs = append(errs, err)
+			}
 			// config.yaml sits below flags and environment variables.
 			if c.MasterKey == "" {
 				c.MasterKey = lc.MasterKey

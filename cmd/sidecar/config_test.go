@@ -376,6 +376,7 @@ func TestParseConfigLiteLLMConfig(t *testing.T) {
 		{"unset env reference", "general_settings: {master_key: os.environ/UNSET}\n", "--config: litellm config"},
 		{"not YAML", "a: [", "not YAML"},
 		{"database_url not postgres", "general_settings: {database_url: mysql://x}\n", "--database-url: scheme"},
+		{"price out of range", "model_list:\n- model_name: big\n  litellm_params: {input_cost_per_token: 2e6}\n", `model_list model_name "big": pricing: custom price "big": input_cost_per_token = 2e+06 is not a price`},
 	} {
 		t.Run(bad.name, func(t *testing.T) {
 			q := filepath.Join(t.TempDir(), "c.yaml")

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,9 +48,11 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		return nil, err
 	}
 	var keyGen *keygen.Settings
+	var groupAlias map[string]string
 	if cfg.LiteLLM != nil {
 		groups = mergeAccessGroups(groups, cfg.LiteLLM.AccessGroups)
 		keyGen = &cfg.LiteLLM.KeyGeneration
+		groupAlias = cfg.LiteLLM.ModelGroupAlias
 	}
 	kc, err := cache.New(cache.Config{
 		Loader: st, Lister: st, MaxKeys: cfg.CacheMaxKeys, NegativeTTL: cfg.NegativeTTL, SafetyTTL: cfg.CacheTTL,
@@ -97,6 +98,9 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 		RateLimiter:    limiter,
 		SubjectLimits:  org.subjectLimits(),
 		ResolveAliases: cfg.ModelAliasesResolved,
+		// Used only with ResolveAliases (LiteLLM's router upstream
+		// resolves model_group_alias); authz.New drops it otherwise.
+		ModelGroupAlias: groupAlias,
 	})
 	if err != nil {
 		closeAll()
@@ -237,15 +241,15 @@ func buildMetering(cfg *Config, st store.Store, kc *cache.Cache, limiter extproc
 	if err != nil {
 		return nil, err
 	}
-	pcfg := pricing.Config{Location: cfg.PriceTable, Interval: cfg.PriceReloadInterval, Deployments: deployments}
-	if cfg.CustomPricesFile != "" {
-		b, err := os.ReadFile(cfg.CustomPricesFile)
-		if err != nil {
-			return nil, fmt.Errorf("--custom-prices-file: %w", err)
-		}
-		if pcfg.Custom, err = pricing.ParseCustom(b); err != nil {
-			return nil, fmt.Errorf("--custom-prices-file %s: %w", cfg.CustomPricesFile, err)
-		}
+	custom, err := customPrices(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pcfg := pricing.Config{Location: cfg.PriceTable, Interval: cfg.PriceReloadInterval, Deployments: deployments, Custom: custom}
+	if cfg.ModelAliasesResolved && cfg.LiteLLM != nil {
+		// The router upstream serves an alias with its target group's
+		// deployments: price it as the target (as the Check allows it).
+		pcfg.Aliases = cfg.LiteLLM.ModelGroupAlias
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

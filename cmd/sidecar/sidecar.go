@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,24 @@ type sidecar struct {
 	degraded       func() string // "" when every part works as configured
 }
 
+// ignoredSettings lists, sorted, what config.yaml sets that this sidecar
+// does not use: what the file's parser does not read, and
+// router_settings.model_group_alias unless --model-aliases-resolved says
+// something upstream resolves the aliases (without it they neither grant
+// access nor change prices).
+func ignoredSettings(cfg *Config) []string {
+	lc := cfg.LiteLLM
+	if lc == nil {
+		return nil
+	}
+	if len(lc.ModelGroupAlias) == 0 || cfg.ModelAliasesResolved {
+		return lc.Ignored
+	}
+	out := append(slices.Clone(lc.Ignored), "router_settings.model_group_alias")
+	slices.Sort(out)
+	return out
+}
+
 // newSidecar builds every part and binds both listeners; nothing is served
 // until serve. It writes nothing (data dir, master key file, database
 // migrations) until the configuration has been checked and both listeners
@@ -60,10 +79,10 @@ type sidecar struct {
 func newSidecar(ctx context.Context, cfg *Config, stderr io.Writer) (_ *sidecar, err error) {
 	s := &sidecar{cfg: cfg, reg: prometheus.NewRegistry()}
 	s.log = newLogger(cfg, stderr)
-	if lc := cfg.LiteLLM; lc != nil && len(lc.Ignored) > 0 {
+	if ignored := ignoredSettings(cfg); len(ignored) > 0 {
 		// One line for everything config.yaml sets that the sidecar does
 		// not use, so an operator sees it once, not once per setting.
-		s.log.Info("litellm config: settings ignored", slog.String("file", cfg.ConfigFile), slog.Any("ignored", lc.Ignored))
+		s.log.Info("litellm config: settings ignored", slog.String("file", cfg.ConfigFile), slog.Any("ignored", ignored))
 	}
 	var closers []func()
 	defer func() {

@@ -46,7 +46,8 @@
 //     segment; a POST to a route whose model travels in the body that names
 //     none (the HTTP mode behind nginx or Caddy gets no body). Each message
 //     says what to change. Keys allowed every model are unaffected.
-//   - A key's aliases grant access to the alias name only with
+//   - A key's aliases and the router's model_group_alias
+//     (Config.ModelGroupAlias) grant access to the alias name only with
 //     Config.ResolveAliases: without something downstream that resolves
 //     them, the provider serves the name asked for.
 //   - On allow every credential header the request carried is removed, and
@@ -67,7 +68,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"strconv"
@@ -114,6 +117,15 @@ type Config struct {
 	// provider serves the requested name itself. false (the default) means
 	// the requested name itself must be allowed.
 	ResolveAliases bool
+	// ModelGroupAlias is LiteLLM's router_settings.model_group_alias (alias
+	// -> model group). With ResolveAliases, a requested model that is an
+	// alias is allowed when the alias name or its target is, for the key's,
+	// team's, team member's and user's model lists alike (LiteLLM's
+	// _can_object_call_model); denials still name the alias. Without
+	// ResolveAliases it is ignored: a provider that does not resolve the
+	// alias serves the name asked for, which may be anything, so the alias
+	// must not widen access. Nil means none.
+	ModelGroupAlias map[string]string
 	// IdentityHeaderPrefix prefixes the identity headers ("" = DefaultIdentityPrefix).
 	IdentityHeaderPrefix string
 	// Now is the clock. nil means time.Now.
@@ -199,7 +211,8 @@ type Authorizer struct {
 	groups      keys.AccessGroups
 	keyHeader   string
 	modelHeader string
-	aliases     bool // Config.ResolveAliases
+	aliases     bool              // Config.ResolveAliases
+	groupAlias  map[string]string // Config.ModelGroupAlias; nil without ResolveAliases
 	removes     *removeTable
 	prefix      string
 	now         func() time.Time
@@ -223,6 +236,11 @@ func New(cfg Config) (*Authorizer, error) {
 	if cfg.MasterKey == "" {
 		errs = append(errs, errors.New("authz: MasterKey is required"))
 	}
+	for alias, target := range cfg.ModelGroupAlias {
+		if alias == "" || target == "" {
+			errs = append(errs, fmt.Errorf("authz: model group alias %q -> %q: both names are required", alias, target))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -236,6 +254,9 @@ func New(cfg Config) (*Authorizer, error) {
 	}
 	if a.modelSpend == nil {
 		a.modelSpend = noModelSpend{}
+	}
+	if cfg.ResolveAliases && len(cfg.ModelGroupAlias) > 0 {
+		a.groupAlias = maps.Clone(cfg.ModelGroupAlias)
 	}
 	a.removes = newRemoveTable(a.keyHeader)
 	if a.prefix == "" {

@@ -25,8 +25,9 @@ func benchRequest(key string) *authv3.CheckRequest {
 }
 
 // benchServer is a Check service on a real embedded store and cache, with
-// one key allowed gpt-4o.
-func benchServer(tb testing.TB) (*authz.Server, *cache.Cache, string) {
+// one key allowed gpt-4o and gpt-4o-mini; opts adjust the Authorizer's
+// configuration.
+func benchServer(tb testing.TB, opts ...func(*authz.Config)) (*authz.Server, *cache.Cache, string) {
 	tb.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "keys.db"), nil)
 	if err != nil {
@@ -43,7 +44,11 @@ func benchServer(tb testing.TB) (*authz.Server, *cache.Cache, string) {
 	if err := st.Create(context.Background(), &keys.Key{Token: keys.HashHex(raw), Models: []string{"gpt-4o", "gpt-4o-mini"}, KeyAlias: &alias, UserID: &user}); err != nil {
 		tb.Fatal(err)
 	}
-	a, err := authz.New(authz.Config{Cache: c, MasterKey: "sk-bench-master"})
+	cfg := authz.Config{Cache: c, MasterKey: "sk-bench-master"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	a, err := authz.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -4,14 +4,13 @@ import (
 	"net/http"
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
-	"github.com/virtualkeys/sidecar/internal/keys"
 )
 
 // memberModel denies a model outside the team member's own scope, the
 // allowed_models of the membership's budget row (common_checks step 2.2).
 // An empty scope adds no restriction.
 func (a *Authorizer) memberModel(o *org, model string) (Decision, bool) {
-	if o.member == nil || len(o.member.AllowedModels) == 0 || keys.ModelAllowed(o.member.AllowedModels, nil, a.groups, model) {
+	if o.member == nil || len(o.member.AllowedModels) == 0 || a.modelAllowed(o.member.AllowedModels, nil, model) {
 		return Decision{}, false
 	}
 	return deny(ReasonModelDenied, apierr.New(http.StatusUnauthorized, typeTeamModelAccessDenied, "model",

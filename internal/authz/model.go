@@ -149,10 +149,29 @@ var bodyModelSuffixes = []string{
 	"/moderations", "/rerank",
 }
 
+// modelAllowed reports whether a models list (a key's, team's, team
+// member's or user's) allows model, as LiteLLM's _can_object_call_model:
+// the requested name, else (with Config.ResolveAliases) its key alias
+// target, else its model_group_alias target. keyAliases is the key's
+// aliases (nil for the other lists, or without ResolveAliases). The
+// model_group_alias map is consulted only when the name itself is not
+// allowed: a map lookup, no allocation.
+func (a *Authorizer) modelAllowed(allowed []string, keyAliases map[string]any, model string) bool {
+	if keys.ModelAllowed(allowed, keyAliases, a.groups, model) {
+		return true
+	}
+	if a.groupAlias == nil {
+		return false
+	}
+	target, ok := a.groupAlias[model]
+	return ok && target != model && keys.ModelAllowed(allowed, nil, a.groups, target)
+}
+
 // checkModels is the model step: every model the request names must be
 // allowed, and a key with a model restriction is denied when the model
-// cannot be known. Aliases count only when something downstream resolves
-// them (Config.ResolveAliases).
+// cannot be known. Aliases (the key's, and the router's model_group_alias)
+// count only when something downstream resolves them
+// (Config.ResolveAliases).
 func (a *Authorizer) checkModels(r *Request, e *cache.Entry, m *models) *apierr.Error {
 	a.requestModels(r, m)
 	allowed := e.Key.Models
@@ -168,7 +187,7 @@ func (a *Authorizer) checkModels(r *Request, e *cache.Entry, m *models) *apierr.
 	}
 	for i := range m.len() {
 		name := m.at(i)
-		if !keys.ModelAllowed(allowed, aliases, a.groups, name) {
+		if !a.modelAllowed(allowed, aliases, name) {
 			return modelDenied(allowed, name)
 		}
 	}

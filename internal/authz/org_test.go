@@ -63,8 +63,9 @@ type orgEnv struct {
 }
 
 // newOrgEnv serves Check over gRPC with the key and org caches on an
-// embedded store, both following its change feed.
-func newOrgEnv(t testing.TB) *orgEnv {
+// embedded store, both following its change feed; opts adjust the
+// Authorizer's configuration.
+func newOrgEnv(t testing.TB, opts ...func(*authz.Config)) *orgEnv {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "org.db"), nil)
 	if err != nil {
@@ -82,8 +83,12 @@ func newOrgEnv(t testing.TB) *orgEnv {
 	}
 	t.Cleanup(e.org.Close)
 	t.Cleanup(e.org.Attach(st))
-	a, err := authz.New(authz.Config{Cache: e.keys, Org: e.org, MasterKey: master, Now: func() time.Time { return e.now },
-		AccessGroups: keys.AccessGroups{"grp-claude": {"claude-3"}}})
+	cfg := authz.Config{Cache: e.keys, Org: e.org, MasterKey: master, Now: func() time.Time { return e.now },
+		AccessGroups: keys.AccessGroups{"grp-claude": {"claude-3"}}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	a, err := authz.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"net/http"
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
-	"github.com/virtualkeys/sidecar/internal/keys"
 )
 
 // Model-access denial types for teams and users (LiteLLM's ProxyErrorTypes).
@@ -18,7 +17,7 @@ const (
 // every model; globs and access groups apply. A key whose models say
 // "all-team-models" passed its own check and is held to this list here.
 func (a *Authorizer) teamModel(o *org, model string) (Decision, bool) {
-	if o.team == nil || keys.ModelAllowed(o.team.Models, nil, a.groups, model) {
+	if o.team == nil || a.modelAllowed(o.team.Models, nil, model) {
 		return Decision{}, false
 	}
 	return deny(ReasonModelDenied, apierr.New(http.StatusUnauthorized, typeTeamModelAccessDenied, "model",

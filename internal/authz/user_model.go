@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/virtualkeys/sidecar/internal/apierr"
-	"github.com/virtualkeys/sidecar/internal/keys"
 )
 
 // noDefaultModels in a user's models means the user may only use team
@@ -22,7 +21,7 @@ func (a *Authorizer) userModel(o *org, model string) (Decision, bool) {
 		return deny(ReasonModelDenied, apierr.New(http.StatusUnauthorized, apierr.TypeKeyModelAccessDenied, "model",
 			"User not allowed to access model. No default model access, only team models allowed. Tried to access "+model)), true
 	}
-	if keys.ModelAllowed(o.user.Models, nil, a.groups, model) {
+	if a.modelAllowed(o.user.Models, nil, model) {
 		return Decision{}, false
 	}
 	return deny(ReasonModelDenied, apierr.New(http.StatusUnauthorized, typeUserModelAccessDenied, "model",

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/virtualkeys/sidecar/internal/pricing"
 )
 
 // FuzzParse: no input panics or hangs; a parsed config is internally
@@ -39,6 +41,9 @@ func FuzzParse(f *testing.F) {
 				t.Fatal("price for an empty model name")
 			}
 			for k, v := range p {
+				if !pricing.IsCostKey(k) {
+					t.Fatalf("price %s.%s: not a key the metering prices", m, k)
+				}
 				if v < 0 || v != v {
 					t.Fatalf("price %s.%s = %v", m, k, v)
 				}

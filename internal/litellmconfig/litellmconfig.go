@@ -9,7 +9,9 @@
 //   - model_list: each model_name, model_info.access_groups (the access
 //     groups the Check expands) and per-model prices
 //     (litellm_params.input_cost_per_token, output_cost_per_token and the
-//     other LiteLLM cost keys) for metering;
+//     other LiteLLM cost keys the metering prices: pricing.IsCostKey) for
+//     metering; cost keys it cannot price (per second, per image, batch
+//     and service-tier prices) are ignored like any other setting;
 //   - router_settings: model_group_alias.
 //
 // Everything else is reported in Config.Ignored so the caller can log it
@@ -32,6 +34,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/virtualkeys/sidecar/internal/keygen"
+	"github.com/virtualkeys/sidecar/internal/pricing"
 )
 
 // MaxBytes bounds the config file Load reads.
@@ -57,7 +60,10 @@ type Config struct {
 	// Prices maps a model_name to its LiteLLM cost keys
 	// (input_cost_per_token, output_cost_per_token, ...) found in
 	// litellm_params or model_info; the first deployment of a model_name
-	// that declares prices wins. The shape of pricing.Config.Custom.
+	// that declares prices wins. Only keys the metering prices
+	// (pricing.IsCostKey) are kept; the others are in Ignored. The shape of
+	// pricing.Config.Custom (values are finite and non-negative; the caller
+	// checks the rest with pricing.ValidateCustom).
 	Prices map[string]map[string]float64
 	// ModelGroupAlias is router_settings.model_group_alias: alias -> model
 	// group (the {"model": ..., "hidden": ...} form gives its model).
@@ -278,7 +284,7 @@ func (c *Config) modelList(raw json.RawMessage, ignored *[]string) error {
 					if err := c.accessGroups(name, v); err != nil {
 						return fmt.Errorf("entry %d (%s): model_info.access_groups: %w", i, name, err)
 					}
-				case isCostKey(k):
+				case pricing.IsCostKey(k):
 					f, ok := number(v)
 					if !ok {
 						return fmt.Errorf("entry %d (%s): %s.%s: %s is not a price", i, name, part.label, k, v)
@@ -320,14 +326,6 @@ func (c *Config) accessGroups(model string, raw json.RawMessage) error {
 		}
 	}
 	return nil
-}
-
-// isCostKey reports whether k is one of LiteLLM's per-model cost keys
-// (input_cost_per_token, output_cost_per_second,
-// cache_read_input_token_cost, ...).
-func isCostKey(k string) bool {
-	return strings.Contains(k, "_cost_per_") || strings.HasSuffix(k, "_token_cost") ||
-		strings.HasPrefix(k, "input_cost") || strings.HasPrefix(k, "output_cost")
 }
 
 // number reads a finite, non-negative JSON number or numeric string

@@ -99,6 +99,10 @@ func TestParse(t *testing.T) {
 		{"first deployment's price wins", "model_list:\n- model_name: m\n  litellm_params: {input_cost_per_token: 1}\n- model_name: m\n  litellm_params: {input_cost_per_token: 2}\n", nil, func(c *Config) bool {
 			return c.Prices["m"]["input_cost_per_token"] == 1 && len(c.Models) == 1
 		}, ""},
+		{"cost keys the metering cannot price are ignored, not prices", "model_list:\n- model_name: whisper\n  litellm_params: {input_cost_per_second: 1e-4, output_cost_per_image: nope}\n- model_name: m\n  litellm_params: {input_cost_per_token: 1e-6, input_cost_per_token_batches: 5e-7, output_cost_per_token_above_200k_tokens: 3e-6}\n", nil, func(c *Config) bool {
+			return reflect.DeepEqual(c.Prices, map[string]map[string]float64{"m": {"input_cost_per_token": 1e-6, "output_cost_per_token_above_200k_tokens": 3e-6}}) &&
+				reflect.DeepEqual(c.Ignored, []string{"model_list[].litellm_params.input_cost_per_second", "model_list[].litellm_params.input_cost_per_token_batches", "model_list[].litellm_params.output_cost_per_image"})
+		}, ""},
 		{"empty allowed roles kept distinct", "litellm_settings:\n  key_generation_settings:\n    personal_key_generation:\n      allowed_user_roles: []\n", nil, func(c *Config) bool {
 			r := c.KeyGeneration.KeyGeneration.Personal.AllowedUserRoles
 			return r != nil && len(r) == 0

@@ -92,6 +92,7 @@ type entry struct {
 type Table struct {
 	models      map[string]*entry
 	deployments map[string]string
+	aliases     map[string]string // requested alias -> model group (WithAliases)
 }
 
 // Len is the number of priced models.
@@ -141,7 +142,7 @@ func Parse(data []byte) (*Table, error) {
 				_ = json.Unmarshal(v, &provider)
 				continue
 			}
-			if f, ok := number(v); ok && isCostKey(k) {
+			if f, ok := number(v); ok && IsCostKey(k) {
 				raw[k] = f
 			}
 		}
@@ -173,7 +174,11 @@ func number(v json.RawMessage) (float64, bool) {
 	return f, true
 }
 
-func isCostKey(k string) bool {
+// IsCostKey reports whether k is a LiteLLM cost key this package prices
+// (input_cost_per_token, output_cost_per_token, cache_read_input_token_cost,
+// ..., or a *_above_<N>k_tokens tier of one of them). Other LiteLLM cost
+// keys (per second, per image, batch and service-tier prices) are not.
+func IsCostKey(k string) bool {
 	for _, r := range rateKeys {
 		if k == r {
 			return true
@@ -247,7 +252,7 @@ func (t *Table) With(custom map[string]map[string]float64, deployments map[strin
 	if err := ValidateCustom(custom); err != nil {
 		return nil, err
 	}
-	n := &Table{models: make(map[string]*entry, len(t.models)+len(custom)), deployments: t.deployments}
+	n := &Table{models: make(map[string]*entry, len(t.models)+len(custom)), deployments: t.deployments, aliases: t.aliases}
 	for k, e := range t.models {
 		n.models[k] = e
 	}
@@ -273,6 +278,18 @@ func (t *Table) With(custom map[string]map[string]float64, deployments map[strin
 	return n, nil
 }
 
+// WithAliases returns a copy of t that prices a request for an alias as a
+// request for its target: aliases maps a requested model name to the model
+// group it stands for (LiteLLM's router_settings.model_group_alias; the
+// router serves an alias with its target group's deployments, which LiteLLM
+// prices with their own cost keys). A custom price configured for the alias
+// name itself still wins. Names are compared exactly. nil means none.
+func (t *Table) WithAliases(aliases map[string]string) *Table {
+	n := *t
+	n.aliases = aliases
+	return &n
+}
+
 // ValidateCustom checks custom prices: known LiteLLM cost keys, finite
 // non-negative values.
 func ValidateCustom(custom map[string]map[string]float64) error {
@@ -282,7 +299,7 @@ func ValidateCustom(custom map[string]map[string]float64) error {
 			errs = append(errs, fmt.Errorf("pricing: custom price for model name %.40q: want 1 to %d bytes", name, maxName))
 		}
 		for k, v := range prices {
-			if !isCostKey(k) {
+			if !IsCostKey(k) {
 				errs = append(errs, fmt.Errorf("pricing: custom price %q: unknown key %q (want one of %s or a *_above_<N>k_tokens tier)", name, k, strings.Join(rateKeys[:], ", ")))
 			}
 			if v < 0 || v != v || v > 1e6 {
@@ -306,7 +323,9 @@ func (t *Table) Cost(requestedModel string, u usage.Usage) (usd float64, ok bool
 
 // Lookup returns the table key Cost would price a response with: the
 // requested model's custom price or Azure deployment mapping if configured,
-// else responseModel if known, else requestedModel. A name is tried as given, then as the model
+// else responseModel if known, else requestedModel. A requested model that
+// is an alias (WithAliases) and has no custom price of its own is replaced
+// by its target first. A name is tried as given, then as the model
 // its Azure deployment maps to, then without provider prefixes (openai/,
 // azure/, anthropic/, gemini/, vertex_ai/, bedrock/, models/, ...), without
 // a Bedrock region or vendor prefix and version suffix (us.anthropic.x-v1:0),
@@ -321,6 +340,13 @@ func (t *Table) Lookup(requestedModel, responseModel string) (model string, ok b
 func (t *Table) resolve(requested, response string) *entry {
 	if t == nil {
 		return nil
+	}
+	if target, ok := t.aliases[requested]; ok {
+		// The router resolves the alias before anything else: the request
+		// is the target group's, unless the operator priced the alias name.
+		if e := t.models[requested]; e == nil || !e.custom {
+			requested = target
+		}
 	}
 	// What the operator configured for the requested name wins over the
 	// response's model, as LiteLLM's deployment custom pricing and base_model do.

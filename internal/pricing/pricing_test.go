@@ -299,3 +299,59 @@ func BenchmarkCostPrefixedDated(b *testing.B) {
 		table.Cost("gpt-4o", u)
 	}
 }
+
+// TestAliasPricing: with WithAliases (LiteLLM's model_group_alias), a
+// request for an alias is priced as a request for its target: the target's
+// custom price wins over the response's model, as a custom price for the
+// requested name does; an alias with a custom price of its own keeps it.
+func TestAliasPricing(t *testing.T) {
+	t.Parallel()
+	base, err := Default().With(map[string]map[string]float64{
+		"team-gpt":     {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6},
+		"priced-alias": {"input_cost_per_token": 5e-6, "output_cost_per_token": 5e-6},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := base.WithAliases(map[string]string{
+		"fast": "team-gpt", "mini": "gpt-4o-mini", "priced-alias": "team-gpt", "ghost": "no-such-group",
+	})
+	tests := []struct {
+		name, requested, response string
+		want                      string // table entry priced; "" = unknown
+	}{
+		{"alias to a custom-priced group beats the response", "fast", "gpt-4o-2024-08-06", "team-gpt"},
+		{"alias to a custom-priced group", "fast", "", "team-gpt"},
+		{"alias to a table model: the response's model first", "mini", "gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18"},
+		{"alias to a table model: the target when the response names none", "mini", "", "gpt-4o-mini"},
+		{"the alias name's own custom price wins", "priced-alias", "gpt-4o", "priced-alias"},
+		{"alias to an unknown group: the response's model", "ghost", "gpt-4o", "gpt-4o"},
+		{"alias to an unknown group, no response model", "ghost", "", ""},
+		{"not an alias", "team-gpt", "gpt-4o", "team-gpt"},
+		{"aliases are exact names", "openai/fast", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := table.Lookup(tt.requested, tt.response)
+			if got != tt.want || ok != (tt.want != "") {
+				t.Errorf("Lookup(%q, %q) = %q, %v; want %q", tt.requested, tt.response, got, ok, tt.want)
+			}
+		})
+	}
+	u := usage.Usage{Model: "gpt-4o-2024-08-06", PromptTokens: 100, OutputTokens: 10}
+	if got, ok := table.Cost("fast", u); !ok || !near(got, 100*1e-6+10*2e-6) {
+		t.Errorf("Cost(fast) = %g, %v; want the target's price %g", got, ok, 100*1e-6+10*2e-6)
+	}
+	if got, _ := base.Lookup("fast", ""); got != "" {
+		t.Errorf("WithAliases changed the table it was called on: fast -> %q", got)
+	}
+	// With keeps the aliases of the table it is called on (a reload applies
+	// custom prices, then aliases; either order gives the same table).
+	again, err := table.With(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := again.Lookup("fast", ""); got != "team-gpt" {
+		t.Errorf("With dropped the aliases: fast -> %q", got)
+	}
+}

@@ -33,6 +33,11 @@ type Config struct {
 	// Deployments maps Azure OpenAI deployment names to the model to price
 	// them as (LiteLLM's base_model). Nil means none.
 	Deployments map[string]string
+	// Aliases maps a requested model name to the model group it stands for
+	// (LiteLLM's router_settings.model_group_alias): a request for an alias
+	// is priced as a request for its target (Table.WithAliases). Set it only
+	// when something downstream resolves the aliases. Nil means none.
+	Aliases map[string]string
 	// Client fetches a URL Location. Nil means a client with a 30 s timeout.
 	Client *http.Client
 	// MaxBytes bounds a table read from Location. 0 means 64 MiB.
@@ -54,6 +59,11 @@ func (c Config) Validate() error {
 	for d, m := range c.Deployments {
 		if d == "" || m == "" {
 			errs = append(errs, fmt.Errorf("pricing: deployment mapping %q -> %q: both names are required", d, m))
+		}
+	}
+	for a, m := range c.Aliases {
+		if a == "" || m == "" {
+			errs = append(errs, fmt.Errorf("pricing: model alias %q -> %q: both names are required", a, m))
 		}
 	}
 	errs = append(errs, ValidateCustom(c.Custom))
@@ -131,7 +141,7 @@ func NewSource(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus
 		if err != nil {
 			return nil, err
 		}
-		s.store(t)
+		s.store(t.WithAliases(cfg.Aliases))
 		return s, nil
 	}
 	if _, err := s.Reload(ctx); err != nil {
@@ -231,7 +241,7 @@ func (s *Source) reload(ctx context.Context) (changed bool, err error) {
 	if t, err = t.With(s.cfg.Custom, s.cfg.Deployments); err != nil {
 		return false, err
 	}
-	s.store(t)
+	s.store(t.WithAliases(s.cfg.Aliases))
 	return true, nil
 }
 

@@ -44,12 +44,16 @@ func TestSourceBundled(t *testing.T) {
 	s, err := NewSource(t.Context(), Config{
 		Custom:      map[string]map[string]float64{"m": {"input_cost_per_token": 1e-6}},
 		Deployments: map[string]string{"dep": "gpt-4o"},
+		Aliases:     map[string]string{"alias-of-m": "m"},
 	}, nil, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := s.Table().Lookup("dep", ""); !ok {
 		t.Error("deployment mapping not applied")
+	}
+	if got, _ := s.Table().Lookup("alias-of-m", "gpt-4o"); got != "m" {
+		t.Errorf("alias not applied: Lookup(alias-of-m) = %q", got)
 	}
 	if got := inputPrice(t, s); got != 1e-6 {
 		t.Errorf("custom price = %g", got)
@@ -74,7 +78,8 @@ func TestSourceFile(t *testing.T) {
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	write(tableV1, base)
 	s, err := NewSource(t.Context(), Config{Location: path,
-		Custom: map[string]map[string]float64{"n": {"output_cost_per_token": 7e-6}}}, nil, prometheus.NewRegistry())
+		Custom:  map[string]map[string]float64{"n": {"output_cost_per_token": 7e-6}},
+		Aliases: map[string]string{"alias-of-n": "n"}}, nil, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +100,10 @@ func TestSourceFile(t *testing.T) {
 	// Custom prices stay on top of a reloaded table (merged with its entry).
 	if c, _ := s.Table().Cost("n", usage.Usage{PromptTokens: 1, OutputTokens: 1}); !near(c, 1e-6+7e-6) {
 		t.Errorf("custom price after reload: %g", c)
+	}
+	// So do the aliases.
+	if c, _ := s.Table().Cost("alias-of-n", usage.Usage{PromptTokens: 1, OutputTokens: 1}); !near(c, 1e-6+7e-6) {
+		t.Errorf("alias price after reload: %g", c)
 	}
 
 	write(`{"m": {"input_cost_per_`, base.Add(2*time.Second)) // a half-written file
@@ -170,11 +179,13 @@ func TestSourceURL(t *testing.T) {
 func TestNewSourceErrors(t *testing.T) {
 	t.Parallel()
 	for name, cfg := range map[string]Config{
-		"missing file":     {Location: filepath.Join(t.TempDir(), "nope.json")},
-		"ftp url":          {Location: "ftp://example.com/prices.json"},
-		"negative":         {Interval: -time.Second},
-		"bad custom":       {Custom: map[string]map[string]float64{"m": {"typo": 1}}},
-		"empty deployment": {Deployments: map[string]string{"d": ""}},
+		"missing file":       {Location: filepath.Join(t.TempDir(), "nope.json")},
+		"ftp url":            {Location: "ftp://example.com/prices.json"},
+		"negative":           {Interval: -time.Second},
+		"bad custom":         {Custom: map[string]map[string]float64{"m": {"typo": 1}}},
+		"empty deployment":   {Deployments: map[string]string{"d": ""}},
+		"empty alias":        {Aliases: map[string]string{"": "m"}},
+		"empty alias target": {Aliases: map[string]string{"a": ""}},
 	} {
 		if _, err := NewSource(t.Context(), cfg, nil, nil); err == nil {
 			t.Errorf("%s: NewSource succeeded", name)
