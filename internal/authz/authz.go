@@ -446,20 +446,6 @@ func errUnknown(key string, hash [32]byte) *apierr.Error {
 func first(s string, n int) string { return s[:min(n, len(s))] }
 func last(s string, n int) string  { return s[max(0, len(s)-n):] }
 
-// pyList renders a list as Python's str(list) does: ['a', 'b'].
-func pyList(l []string) string {
-	var b strings.Builder
-	b.WriteByte('[')
-	for i, s := range l {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("'" + s + "'")
-	}
-	b.WriteByte(']')
-	return b.String()
-}
-
 // pyFloat renders a float as Python's str(float) does for ordinary values:
 // 10 -> "10.0", 0.5 -> "0.5".
 func pyFloat(f float64) string {

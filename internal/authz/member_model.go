@@ -15,5 +15,5 @@ func (a *Authorizer) memberModel(o *org, model string) (Decision, bool) {
 	}
 	return deny(ReasonModelDenied, apierr.New(http.StatusUnauthorized, typeTeamModelAccessDenied, "model",
 		"Team member not allowed to access model. User="+o.userID+", Team="+o.teamID+", Model="+model+
-			". Allowed member models = "+pyList(o.member.AllowedModels))), true
+			". Allowed member models = "+apierr.PyList(o.member.AllowedModels))), true
 }

@@ -193,14 +193,14 @@ func (a *Authorizer) checkModels(r *Request, e *cache.Entry, m *models) *apierr.
 	}
 	if m.unknown != modelKnown {
 		return apierr.New(http.StatusUnauthorized, apierr.TypeKeyModelAccessDenied, "model",
-			"key not allowed to access model. This key can only access models="+pyList(allowed)+", and "+unknownText[m.unknown])
+			"key not allowed to access model. This key can only access models="+apierr.PyList(allowed)+", and "+unknownText[m.unknown])
 	}
 	return nil
 }
 
 func modelDenied(allowed []string, name string) *apierr.Error {
 	return apierr.New(http.StatusUnauthorized, apierr.TypeKeyModelAccessDenied, "model",
-		"key not allowed to access model. This key can only access models="+pyList(allowed)+". Tried to access "+name)
+		"key not allowed to access model. This key can only access models="+apierr.PyList(allowed)+". Tried to access "+name)
 }
 
 // unknownText ends the denial for a model that cannot be known: what

@@ -21,5 +21,5 @@ func (a *Authorizer) teamModel(o *org, model string) (Decision, bool) {
 		return Decision{}, false
 	}
 	return deny(ReasonModelDenied, apierr.New(http.StatusUnauthorized, typeTeamModelAccessDenied, "model",
-		"team not allowed to access model. This team can only access models="+pyList(o.team.Models)+". Tried to access "+model)), true
+		"team not allowed to access model. This team can only access models="+apierr.PyList(o.team.Models)+". Tried to access "+model)), true
 }

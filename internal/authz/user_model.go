@@ -25,5 +25,5 @@ func (a *Authorizer) userModel(o *org, model string) (Decision, bool) {
 		return Decision{}, false
 	}
 	return deny(ReasonModelDenied, apierr.New(http.StatusUnauthorized, typeUserModelAccessDenied, "model",
-		"user not allowed to access model. This user can only access models="+pyList(o.user.Models)+". Tried to access "+model)), true
+		"user not allowed to access model. This user can only access models="+apierr.PyList(o.user.Models)+". Tried to access "+model)), true
 }
