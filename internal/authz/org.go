@@ -8,13 +8,11 @@ import (
 )
 
 // OrgCache is what the Authorizer needs to find a key's team, user and
-// team membership; *cache.OrgCache satisfies it. Each returns (nil, nil)
-// for an object that does not exist and an error when the store could not
-// answer.
+// team membership; *cache.OrgCache satisfies it. Resolve returns them (nil
+// for an object the key names none of, or that does not exist) and an
+// error when the store could not answer.
 type OrgCache interface {
-	Team(ctx context.Context, id string, now time.Time) (*cache.Team, error)
-	User(ctx context.Context, id string, now time.Time) (*cache.User, error)
-	Member(ctx context.Context, teamID, userID string, now time.Time) (*cache.Member, error)
+	Resolve(ctx context.Context, e *cache.Entry, now time.Time) (cache.OrgView, error)
 }
 
 // org is what the team and user checks see of one request: the key's team,
@@ -28,35 +26,29 @@ type org struct {
 	member         *cache.Member
 }
 
-// resolveOrg looks up the key's team, user and membership. With no
-// OrgCache configured every object is absent. A lookup the store could not
-// answer fails the Check closed.
+// resolveOrg looks up the key's team, user and membership (OrgCache.Resolve
+// reads the user of a team key only when its membership has a budget: the
+// member budget check is the only one that needs it). With no OrgCache
+// configured every object is absent. A lookup the store could not answer
+// fails the Check closed.
 func (a *Authorizer) resolveOrg(ctx context.Context, e *cache.Entry, o *org, now time.Time) bool {
 	if a.org == nil {
 		return true
 	}
-	var err error
-	if t := e.Key.TeamID; t != nil && *t != "" {
+	if t := e.Key.TeamID; t != nil {
 		o.teamID = *t
-		if o.team, err = a.org.Team(ctx, o.teamID, now); err != nil {
-			return false
-		}
 	}
-	if u := e.Key.UserID; u != nil && *u != "" {
+	if u := e.Key.UserID; u != nil {
 		o.userID = *u
-		if o.team != nil {
-			if o.member, err = a.org.Member(ctx, o.teamID, o.userID, now); err != nil {
-				return false
-			}
-		}
-		// A team key needs its user only for the member budget (LiteLLM
-		// checks it only when the user's row exists).
-		if o.team == nil || (o.member != nil && o.member.HasBudget) {
-			if o.user, err = a.org.User(ctx, o.userID, now); err != nil {
-				return false
-			}
-		}
 	}
+	if o.teamID == "" && o.userID == "" {
+		return true
+	}
+	v, err := a.org.Resolve(ctx, e, now)
+	if err != nil {
+		return false
+	}
+	o.team, o.user, o.member = v.Team, v.User, v.Member
 	return true
 }
 

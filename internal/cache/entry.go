@@ -52,6 +52,7 @@ type Entry struct {
 
 	spend atomic.Uint64 // float64 bits; SetSpend updates it in place
 	plan  atomic.Value  // the rate limiter's limits compiled from this entry
+	org   atomic.Pointer[orgMemo]
 }
 
 // RateLimitPlan is a slot where the Check keeps the rate limits compiled

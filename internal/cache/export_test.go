@@ -1,5 +1,11 @@
 package cache
 
+import (
+	"time"
+
+	"github.com/virtualkeys/sidecar/internal/keys"
+)
+
 // Peek returns what is cached for h, without Get's checks (tests only).
 func (c *Cache) Peek(h [32]byte) *Entry {
 	e, _ := c.rc.Get(slot(&h))
@@ -20,3 +26,13 @@ func (c *Cache) FilterHas(h [32]byte) bool {
 	f := c.filter.Load()
 	return f != nil && f.has(&h)
 }
+
+// NewTestEntry is a live key entry for row k (tests only).
+func NewTestEntry(k *keys.Key) *Entry {
+	now := time.Now()
+	return newEntry([32]byte{1}, k, now, now.Add(time.Hour), 0)
+}
+
+// EvictTeam drops a team the way capacity eviction does: no generation
+// bump, unlike an invalidation (tests only).
+func (c *OrgCache) EvictTeam(id string) { c.rc.Del(c.slot(kindTeam, id, "")) }

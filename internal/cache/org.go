@@ -217,6 +217,109 @@ func (c *OrgCache) get(k uint64, kind orgKind, a, b string, now time.Time) *orgE
 	return e
 }
 
+// OrgView is what the Check reads of a key's organisation: the key's team,
+// its user and the user's membership in the team; nil when the key names
+// none or the row does not exist.
+type OrgView struct {
+	Team   *Team
+	User   *User
+	Member *Member
+}
+
+// orgMemo is a key entry's remembered OrgView with what it was built
+// from: the generation of each object's slot and the cache epochs when the
+// lookups began, and the earliest expiry of the objects. Any invalidation,
+// spend event, purge or expiry since makes it stale.
+type orgMemo struct {
+	view          OrgView
+	epoch, bepoch uint64
+	n             int
+	stripes       [3]*atomic.Uint64
+	gens          [3]uint64
+	until         time.Time
+}
+
+func (c *OrgCache) memoValid(m *orgMemo, now time.Time) bool {
+	if m.epoch != c.epoch.Load() || m.bepoch != c.bepoch.Load() || !now.Before(m.until) {
+		return false
+	}
+	for i := range m.n {
+		if m.stripes[i].Load() != m.gens[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Resolve returns key entry e's team, user and membership as of now, with
+// the lookups LiteLLM's checks need: the team; the membership when the
+// team exists; the user when the key has no team row, or when its
+// membership has a budget (the member budget check reads the user). The
+// answer is remembered on the entry until any of those objects changes
+// (invalidation, spend event, purge) or expires, so a hit costs a few
+// atomic loads instead of three cache lookups, and allocates nothing.
+func (c *OrgCache) Resolve(ctx context.Context, e *Entry, now time.Time) (OrgView, error) {
+	if m := e.org.Load(); m != nil && c.memoValid(m, now) {
+		return m.view, nil
+	}
+	m := &orgMemo{epoch: c.epoch.Load(), bepoch: c.bepoch.Load(), until: now.Add(c.ttl)}
+	look := func(kind orgKind, a, b string) (*orgEntry, error) {
+		k := c.slot(kind, a, b)
+		m.stripes[m.n] = c.stripe(k)
+		m.gens[m.n] = m.stripes[m.n].Load() // before the lookup: a change during it shows
+		m.n++
+		oe, err := c.entryFor(ctx, k, kind, a, b, now)
+		if err != nil {
+			return nil, err
+		}
+		if oe.until.Before(m.until) {
+			m.until = oe.until
+		}
+		if oe.neg {
+			return nil, nil
+		}
+		return oe, nil
+	}
+	var teamID, userID string
+	if t := e.Key.TeamID; t != nil {
+		teamID = *t
+	}
+	if u := e.Key.UserID; u != nil {
+		userID = *u
+	}
+	if teamID != "" {
+		te, err := look(kindTeam, teamID, "")
+		if err != nil {
+			return OrgView{}, err
+		}
+		if te != nil {
+			m.view.Team = te.team
+		}
+	}
+	if userID != "" {
+		if m.view.Team != nil {
+			me, err := look(kindMember, teamID, userID)
+			if err != nil {
+				return OrgView{}, err
+			}
+			if me != nil {
+				m.view.Member = me.member
+			}
+		}
+		if m.view.Team == nil || (m.view.Member != nil && m.view.Member.HasBudget) {
+			ue, err := look(kindUser, userID, "")
+			if err != nil {
+				return OrgView{}, err
+			}
+			if ue != nil {
+				m.view.User = ue.user
+			}
+		}
+	}
+	e.org.Store(m)
+	return m.view, nil
+}
+
 // Team returns the cached team as of now (the caller's clock reading, so
 // one Check reads the clock once): (nil, nil) when no such team exists,
 // (nil, err) when the store could not answer.
@@ -247,13 +350,23 @@ func (c *OrgCache) Member(ctx context.Context, teamID, userID string, now time.T
 }
 
 func (c *OrgCache) lookup(ctx context.Context, kind orgKind, a, b string, now time.Time) (*orgEntry, error) {
-	k := c.slot(kind, a, b)
+	e, err := c.entryFor(ctx, c.slot(kind, a, b), kind, a, b, now)
+	if e == nil || err != nil || e.neg {
+		return nil, err
+	}
+	return e, nil
+}
+
+// entryFor returns the entry for (kind, a, b) in slot k, negative entries
+// included (nil only with an error): the cached one, else one loaded from
+// the store, else, when the store fails, the last one known (stale).
+func (c *OrgCache) entryFor(ctx context.Context, k uint64, kind orgKind, a, b string, now time.Time) (*orgEntry, error) {
 	if e := c.get(k, kind, a, b, now); e != nil {
 		if e.neg {
 			c.negHits.Inc()
-			return nil, nil
+		} else {
+			c.hits.Inc()
 		}
-		c.hits.Inc()
 		return e, nil
 	}
 	c.misses.Inc()
@@ -323,18 +436,11 @@ func (c *OrgCache) lookup(ctx context.Context, kind orgKind, a, b string, now ti
 	})
 	if err != nil {
 		if stale != nil && ctx.Err() == nil {
-			if stale.neg {
-				return nil, nil
-			}
 			return stale, nil
 		}
 		return nil, err
 	}
-	e := v.(*orgEntry)
-	if e.neg {
-		return nil, nil
-	}
-	return e, nil
+	return v.(*orgEntry), nil
 }
 
 func (c *OrgCache) stripe(k uint64) *atomic.Uint64 { return &c.gens[k%genStripes] }
@@ -358,13 +464,14 @@ func (c *OrgCache) InvalidateMember(teamID, userID string) { c.drop(kindMember, 
 // Purge drops everything.
 func (c *OrgCache) Purge() { c.epoch.Add(1) }
 
-// setSpend updates a cached object's spend in place, or makes sure a load
-// in flight (which may have read the old spend) is not cached.
+// setSpend updates a cached object's spend in place. It also bumps the
+// object's generation, so a load in flight (which may have read the old
+// spend) is not cached and a key's remembered view (Resolve), which may
+// hold an older copy of the object, is rebuilt.
 func (c *OrgCache) setSpend(kind orgKind, a, b string, spend float64) {
 	k := c.slot(kind, a, b)
 	if e := c.get(k, kind, a, b, c.now()); e != nil && !e.neg {
 		e.budgets.spend.Store(math.Float64bits(spend))
-		return
 	}
 	c.stripe(k).Add(1)
 }
