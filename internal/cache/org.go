@@ -178,7 +178,7 @@ func NewOrg(cfg OrgConfig) (*OrgCache, error) {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
-	c.hits = counter("sidecar_org_cache_hits_total", "Team, user and membership lookups answered from the cache.")
+	c.hits = counter("sidecar_org_cache_hits_total", "Team, user and membership lookups answered from the cache (not counting Checks answered from a key's remembered view).")
 	c.misses = counter("sidecar_org_cache_misses_total", "Team, user and membership lookups that went to the store.")
 	c.negHits = counter("sidecar_org_cache_negative_hits_total", "Lookups of teams, users or memberships remembered as absent.")
 	if cfg.Registerer != nil {
