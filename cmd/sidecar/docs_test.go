@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -112,5 +114,40 @@ func TestEveryFlagIsDocumented(t *testing.T) {
 	}
 	if flags < 20 {
 		t.Fatalf("found %d flags in the usage text; the parser or the usage changed", flags)
+	}
+}
+
+// Every package of the module is in the README's package table.
+func TestEveryPackageIsDocumented(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkgs := map[string]bool{}
+	err = filepath.WalkDir("../..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && path != "../.." || d.Name() == "testdata" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(path, ".go") {
+			rel, _ := filepath.Rel("../..", filepath.Dir(path))
+			if rel != "." {
+				pkgs[filepath.ToSlash(rel)] = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pkgs) < 20 {
+		t.Fatalf("found %d packages; the walk or the tree changed", len(pkgs))
+	}
+	for p := range pkgs {
+		if !bytes.Contains(readme, []byte("`"+p+"`")) {
+			t.Errorf("package %s is not in the README's package table", p)
+		}
 	}
 }
