@@ -99,6 +99,12 @@ type Memberships interface {
 	PutMembership(ctx context.Context, m *keys.Membership, b *keys.Budget) error
 	// DeleteMembership removes the membership (a missing one is not an error).
 	DeleteMembership(ctx context.Context, teamID, userID string) error
+	// PutBudget inserts b, or replaces every column of the row with its
+	// budget_id but created_at and created_by: a budget row no one
+	// membership owns, such as a team's default member budget.
+	PutBudget(ctx context.Context, b *keys.Budget) error
+	// GetBudget returns the budget row, or keys.ErrNotFound.
+	GetBudget(ctx context.Context, id string) (*keys.Budget, error)
 }
 
 // OrgSpender rolls metered spend up to teams, memberships and users.

@@ -350,21 +350,7 @@ func (s *Store) PutMembership(ctx context.Context, m *keys.Membership, b *keys.B
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if b != nil {
-			if b.BudgetID == "" {
-				return fmt.Errorf("empty budget_id: %w", keys.ErrInvalid)
-			}
-			fillTimes(&b.CreatedAt, &b.UpdatedAt)
-			args, err := s.org.budgets.args(b)
-			if err != nil {
-				return err
-			}
-			var set []string
-			for _, c := range s.org.budgets.cols[1:] {
-				if c.Name != "created_at" && c.Name != "created_by" {
-					set = append(set, fmt.Sprintf("%s = EXCLUDED.%s", quote(c.Name), quote(c.Name)))
-				}
-			}
-			if _, err := tx.Exec(ctx, strings.Replace(s.org.budgets.insert, " RETURNING ", " ON CONFLICT (budget_id) DO UPDATE SET "+strings.Join(set, ", ")+" RETURNING ", 1), args...); err != nil {
+			if err := s.upsertBudget(ctx, tx, b); err != nil {
 				return err
 			}
 			m.BudgetID = &b.BudgetID
@@ -377,6 +363,50 @@ func (s *Store) PutMembership(ctx context.Context, m *keys.Membership, b *keys.B
 		return fmt.Errorf("postgres: put membership %q/%q: %w", m.TeamID, m.UserID, err)
 	}
 	return nil
+}
+
+// upsertBudget inserts b or replaces its row (all but created_at/_by).
+func (s *Store) upsertBudget(ctx context.Context, q queryer, b *keys.Budget) error {
+	if b.BudgetID == "" {
+		return fmt.Errorf("empty budget_id: %w", keys.ErrInvalid)
+	}
+	fillTimes(&b.CreatedAt, &b.UpdatedAt)
+	args, err := s.org.budgets.args(b)
+	if err != nil {
+		return err
+	}
+	var set []string
+	for _, c := range s.org.budgets.cols[1:] {
+		if c.Name != "created_at" && c.Name != "created_by" {
+			set = append(set, fmt.Sprintf("%s = EXCLUDED.%s", quote(c.Name), quote(c.Name)))
+		}
+	}
+	_, err = q.Exec(ctx, strings.Replace(s.org.budgets.insert, " RETURNING ", " ON CONFLICT (budget_id) DO UPDATE SET "+strings.Join(set, ", ")+" RETURNING ", 1), args...)
+	return err
+}
+
+func (s *Store) PutBudget(ctx context.Context, b *keys.Budget) error {
+	if s.org == nil {
+		return errNoOrg
+	}
+	if b == nil {
+		return fmt.Errorf("postgres: put budget: nil: %w", keys.ErrInvalid)
+	}
+	if err := s.upsertBudget(ctx, s.pool, b); err != nil {
+		return fmt.Errorf("postgres: put budget %q: %w", b.BudgetID, translate(err, nil))
+	}
+	return nil
+}
+
+func (s *Store) GetBudget(ctx context.Context, id string) (*keys.Budget, error) {
+	if s.org == nil {
+		return nil, errNoOrg
+	}
+	b, err := s.org.budgets.one(ctx, s.pool, s.org.budgets.get, id)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: get budget %q: %w", id, err)
+	}
+	return b, nil
 }
 
 func (s *Store) DeleteMembership(ctx context.Context, teamID, userID string) error {

@@ -356,29 +356,20 @@ func (s *Store) PutMembership(ctx context.Context, m *keys.Membership, b *keys.B
 	}
 	var bargs []any
 	if b != nil {
-		if b.BudgetID == "" {
-			return fmt.Errorf("sqlite: put membership: empty budget_id: %w", keys.ErrInvalid)
-		}
-		fillTimes(&b.CreatedAt, &b.UpdatedAt)
 		var err error
-		if bargs, err = budgetT.args(b); err != nil {
-			return err
+		if bargs, err = budgetArgs(b); err != nil {
+			return fmt.Errorf("sqlite: put membership: %w", err)
 		}
 		m.BudgetID = &b.BudgetID
 	}
 	return s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
 		var evs []store.Event
 		if b != nil {
-			var set []string
-			for _, c := range store.BudgetTable.Columns[1:] {
-				if c.Name != "created_at" && c.Name != "created_by" {
-					set = append(set, `"`+c.Name+`" = excluded."`+c.Name+`"`)
-				}
+			ev, err := upsertBudget(ctx, tx, b.BudgetID, bargs)
+			if err != nil {
+				return nil, err
 			}
-			if _, err := tx.ExecContext(ctx, budgetT.insert+` ON CONFLICT (budget_id) DO UPDATE SET `+strings.Join(set, ", "), bargs...); err != nil {
-				return nil, fmt.Errorf("sqlite: put budget %q: %w", b.BudgetID, err)
-			}
-			evs = append(evs, store.Event{Kind: store.EventBudgetChanged, Budget: b.BudgetID})
+			evs = append(evs, ev)
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO `+memberT.name+` (user_id, team_id, budget_id) VALUES (?, ?, ?)
 			ON CONFLICT (user_id, team_id) DO UPDATE SET budget_id = excluded.budget_id`, m.UserID, m.TeamID, nullStr(m.BudgetID)); err != nil {
@@ -386,6 +377,54 @@ func (s *Store) PutMembership(ctx context.Context, m *keys.Membership, b *keys.B
 		}
 		return append(evs, memberEvent(m.TeamID, m.UserID)), nil
 	})
+}
+
+// budgetArgs validates b and renders its columns.
+func budgetArgs(b *keys.Budget) ([]any, error) {
+	if b.BudgetID == "" {
+		return nil, fmt.Errorf("empty budget_id: %w", keys.ErrInvalid)
+	}
+	fillTimes(&b.CreatedAt, &b.UpdatedAt)
+	return budgetT.args(b)
+}
+
+// upsertBudget inserts a budget row or replaces it (all but created_at/_by).
+func upsertBudget(ctx context.Context, tx *sql.Tx, id string, args []any) (store.Event, error) {
+	var set []string
+	for _, c := range store.BudgetTable.Columns[1:] {
+		if c.Name != "created_at" && c.Name != "created_by" {
+			set = append(set, `"`+c.Name+`" = excluded."`+c.Name+`"`)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, budgetT.insert+` ON CONFLICT (budget_id) DO UPDATE SET `+strings.Join(set, ", "), args...); err != nil {
+		return store.Event{}, fmt.Errorf("sqlite: put budget %q: %w", id, err)
+	}
+	return store.Event{Kind: store.EventBudgetChanged, Budget: id}, nil
+}
+
+func (s *Store) PutBudget(ctx context.Context, b *keys.Budget) error {
+	if b == nil {
+		return fmt.Errorf("sqlite: put budget: nil: %w", keys.ErrInvalid)
+	}
+	args, err := budgetArgs(b)
+	if err != nil {
+		return fmt.Errorf("sqlite: put budget: %w", err)
+	}
+	return s.write(ctx, func(tx *sql.Tx) ([]store.Event, error) {
+		ev, err := upsertBudget(ctx, tx, b.BudgetID, args)
+		if err != nil {
+			return nil, err
+		}
+		return []store.Event{ev}, nil
+	})
+}
+
+func (s *Store) GetBudget(ctx context.Context, id string) (*keys.Budget, error) {
+	b, err := budgetT.one(ctx, s.r, budgetT.get, id)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get budget %q: %w", id, err)
+	}
+	return b, nil
 }
 
 func (s *Store) DeleteMembership(ctx context.Context, teamID, userID string) error {

@@ -39,6 +39,7 @@ func RunOrg(t *testing.T, open OrgOpener) {
 		{"UserRoundTrip", testUserRoundTrip},
 		{"ListUsers", testListUsers},
 		{"Memberships", testMemberships},
+		{"SharedBudget", testSharedBudget},
 		{"AddOrgSpend", testAddOrgSpend},
 		{"AddOrgSpendConcurrent", testAddOrgSpendConcurrent},
 		{"ResetOrgBudgets", testResetOrgBudgets},
@@ -549,4 +550,47 @@ func testResetOrgBudgets(t *testing.T, st OrgStore) {
 	rec.waitFrom(t, "member reset event", from, func(e store.Event) bool {
 		return (e.Kind == store.EventMemberChanged || e.Kind == store.EventMemberSpend || e.Kind == store.EventBudgetChanged)
 	})
+}
+
+// A budget row several memberships share (a team's default member budget):
+// PutBudget writes it (created_at/_by kept on replace, the budget event
+// fires), GetBudget reads it, and memberships pointing at it read it.
+func testSharedBudget(t *testing.T, st OrgStore) {
+	ctx := t.Context()
+	rec := subscribe(t, st)
+	if _, err := st.GetBudget(ctx, "team-budget-1"); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("GetBudget of a missing row: %v", err)
+	}
+	b := &keys.Budget{BudgetID: "team-budget-1", MaxBudget: ptr(5.0), TPMLimit: ptr[int64](100), BudgetDuration: ptr("30d"), CreatedBy: "admin", UpdatedBy: "admin"}
+	from := rec.mark()
+	if err := st.PutBudget(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFrom(t, "budget put", from, func(e store.Event) bool { return e.Kind == store.EventBudgetChanged && e.Budget == "team-budget-1" })
+	for _, u := range []string{"u1", "u2"} {
+		if err := st.PutMembership(ctx, &keys.Membership{TeamID: "t", UserID: u, BudgetID: ptr("team-budget-1")}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	from = rec.mark()
+	if err := st.PutBudget(ctx, &keys.Budget{BudgetID: "team-budget-1", MaxBudget: ptr(9.0), CreatedBy: "other", UpdatedBy: "admin2"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFrom(t, "budget replaced", from, func(e store.Event) bool { return e.Kind == store.EventBudgetChanged && e.Budget == "team-budget-1" })
+	got, err := st.GetBudget(ctx, "team-budget-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got.MaxBudget != 9 || got.TPMLimit != nil || got.CreatedBy != "admin" || got.UpdatedBy != "admin2" || got.CreatedAt == nil {
+		t.Errorf("budget after replace = %+v", got)
+	}
+	for _, u := range []string{"u1", "u2"} {
+		m, err := st.GetMembership(ctx, "t", u)
+		if err != nil || m.Budget == nil || *m.Budget.MaxBudget != 9 {
+			t.Errorf("membership %s = %+v, %v", u, m, err)
+		}
+	}
+	if err := st.PutBudget(ctx, &keys.Budget{}); !errors.Is(err, keys.ErrInvalid) {
+		t.Errorf("PutBudget without budget_id: %v", err)
+	}
 }
