@@ -35,6 +35,8 @@ type OrgStore interface {
 	ListMemberships(ctx context.Context, teamID string) ([]*keys.Membership, error)
 	PutMembership(ctx context.Context, m *keys.Membership, b *keys.Budget) error
 	DeleteMembership(ctx context.Context, teamID, userID string) error
+	PutBudget(ctx context.Context, b *keys.Budget) error
+	GetBudget(ctx context.Context, id string) (*keys.Budget, error)
 }
 
 var _ OrgStore = store.Org(nil)

@@ -32,6 +32,11 @@ type teamFields struct {
 	Blocked               opt[bool]
 	ModelMaxBudget        opt[map[string]any]
 	TeamMemberPermissions opt[[]string]
+	// the team's default member budget (teambudget.go)
+	TeamMemberBudget         opt[float64]
+	TeamMemberRPMLimit       opt[int64]
+	TeamMemberTPMLimit       opt[int64]
+	TeamMemberBudgetDuration opt[string]
 }
 
 func (f *teamFields) list() []namedField {
@@ -41,6 +46,8 @@ func (f *teamFields) list() []namedField {
 		{"soft_budget", &f.SoftBudget}, {"models", &f.Models}, {"max_parallel_requests", &f.MaxParallelRequests},
 		{"tpm_limit", &f.TPMLimit}, {"rpm_limit", &f.RPMLimit}, {"budget_duration", &f.BudgetDuration},
 		{"blocked", &f.Blocked}, {"model_max_budget", &f.ModelMaxBudget}, {"team_member_permissions", &f.TeamMemberPermissions},
+		{"team_member_budget", &f.TeamMemberBudget}, {"team_member_rpm_limit", &f.TeamMemberRPMLimit},
+		{"team_member_tpm_limit", &f.TeamMemberTPMLimit}, {"team_member_budget_duration", &f.TeamMemberBudgetDuration},
 	}
 }
 
@@ -86,7 +93,7 @@ func decodeTeamFields(r *http.Request) (*teamFields, error) {
 	for _, p := range []struct {
 		name string
 		o    opt[float64]
-	}{{"max_budget", f.MaxBudget}, {"soft_budget", f.SoftBudget}} {
+	}{{"max_budget", f.MaxBudget}, {"soft_budget", f.SoftBudget}, {"team_member_budget", f.TeamMemberBudget}} {
 		if err := checkNonNegative(p.name, p.o); err != nil {
 			return nil, err
 		}
@@ -162,6 +169,9 @@ func (a *API) teamNew(r *http.Request, c *caller) (any, error) {
 			t.Admins = append(t.Admins, *m.UserID)
 		}
 	}
+	if err := a.putTeamMemberBudget(ctx, r, c, o, t, f); err != nil {
+		return nil, err
+	}
 	now := a.clock()
 	t.CreatedAt, t.UpdatedAt = &now, &now
 	if err := o.CreateTeam(ctx, t); err != nil {
@@ -174,7 +184,7 @@ func (a *API) teamNew(r *http.Request, c *caller) (any, error) {
 	a.orgChanged(store.Event{Kind: store.EventTeamChanged, Team: id})
 	a.auditOrg(ctx, r, c, keys.ActionCreated, keys.TeamTable, id, nil, t)
 	for _, m := range members {
-		if err := a.addMember(ctx, r, c, o, id, m, nil); err != nil {
+		if err := a.addMember(ctx, r, c, o, t, m, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -182,8 +192,11 @@ func (a *API) teamNew(r *http.Request, c *caller) (any, error) {
 }
 
 // addMember creates the member's user if needed, adds the team to its
-// teams and writes its membership (with a budget row when maxBudget is set).
-func (a *API) addMember(ctx context.Context, r *http.Request, c *caller, o OrgStore, teamID string, m memberIn, maxBudget *float64) error {
+// teams and writes its membership: with a budget row of its own when
+// maxBudget is set, else pointing at the team's default member budget when
+// the team has one.
+func (a *API) addMember(ctx context.Context, r *http.Request, c *caller, o OrgStore, t *keys.Team, m memberIn, maxBudget *float64) error {
+	teamID := t.TeamID
 	if _, err := a.ensureUser(ctx, r, c, o, *m.UserID, m.UserEmail); err != nil {
 		return err
 	}
@@ -195,6 +208,8 @@ func (a *API) addMember(ctx context.Context, r *http.Request, c *caller, o OrgSt
 	if maxBudget != nil {
 		who := changedBy(r, c)
 		b = &keys.Budget{BudgetID: newID(), MaxBudget: maxBudget, CreatedBy: who, UpdatedBy: who}
+	} else if id := teamMemberBudgetID(t); id != "" {
+		ms.BudgetID = &id
 	}
 	if err := o.PutMembership(ctx, ms, b); err != nil {
 		return fmt.Errorf("add membership: %w", err)
@@ -272,8 +287,28 @@ func (a *API) teamUpdate(r *http.Request, c *caller) (any, error) {
 	if f.MembersWithRoles.Set {
 		return nil, badRequest("members_with_roles", "Use /team/member_add and /team/member_delete to change a team's members")
 	}
+	budgetID := ""
+	if f.wantsMemberBudget() {
+		cur, err := a.getTeam(r.Context(), o, f.TeamID.V)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.putTeamMemberBudget(r.Context(), r, c, o, cur, f); err != nil {
+			return nil, err
+		}
+		budgetID = teamMemberBudgetID(cur)
+	}
 	t, err := a.modifyTeam(r, c, o, f.TeamID.V, keys.ActionUpdated, func(t *keys.Team) error {
-		return f.apply(t, "budget_duration", a)
+		if err := f.apply(t, "budget_duration", a); err != nil {
+			return err
+		}
+		if budgetID != "" {
+			if t.Metadata == nil {
+				t.Metadata = map[string]any{}
+			}
+			t.Metadata[teamMemberBudgetKey] = budgetID
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -517,7 +552,7 @@ func (a *API) teamMemberAdd(r *http.Request, c *caller) (any, error) {
 	users := []*keys.User{}
 	memberships := []*keys.Membership{}
 	for _, m := range members {
-		if err := a.addMember(ctx, r, c, o, t.TeamID, m, budget); err != nil {
+		if err := a.addMember(ctx, r, c, o, t, m, budget); err != nil {
 			return nil, err
 		}
 		if u, err := o.GetUser(ctx, *m.UserID); err == nil {

@@ -193,7 +193,7 @@ func (a *API) joinAsMember(r *http.Request, c *caller, o OrgStore, teamID, userI
 			return err
 		}
 	}
-	return a.addMember(r.Context(), r, c, o, teamID, memberIn{Role: keys.TeamRoleUser, UserID: &userID, UserEmail: email}, nil)
+	return a.addMember(r.Context(), r, c, o, t, memberIn{Role: keys.TeamRoleUser, UserID: &userID, UserEmail: email}, nil)
 }
 
 func userView(u *keys.User) *keys.User {
