@@ -35,6 +35,8 @@ func FuzzRequests(f *testing.F) {
 		`{"tpm_limit":1e400}`, `{"max_budget":1e308}`, `{"spend":null}`, `{"key":"sk-a","new_key":"sk-b","grace_period":"1h"}`,
 		`{"temp_budget_expiry":"2030-01-01T00:00:00Z"}`, `{"models":`, `{} x`, "\xff\xfe",
 		`page=0&size=101`, `sort_by=spend&sort_order=asc`, `user_id=%27%20OR%201=1`, `page=99999999999999999999`,
+		`{"team_id":"t","models":["x"],"tpm_limit":5,"tpm_limit_type":"guaranteed_throughput","model_rpm_limit":{"m":"x"}}`,
+		`{"rpm_limit_type":null,"team_id":null}`, `include_team_keys=true&user_id=u`,
 	}
 	for i, s := range seeds {
 		for r := range fuzzRoutes {

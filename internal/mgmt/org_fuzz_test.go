@@ -18,7 +18,7 @@ import (
 // 500 or a panic.
 func FuzzTeamAndUserBodies(f *testing.F) {
 	routes := []string{"/team/new", "/team/update", "/team/delete", "/team/block", "/team/member_add",
-		"/team/member_update", "/team/member_delete", "/user/new", "/user/update", "/user/delete"}
+		"/team/member_update", "/team/member_delete", "/user/new", "/user/update", "/user/delete", "/team/permissions_update"}
 	for i, s := range []string{
 		`{}`, `null`, `[]`, `{"team_id":"t","members_with_roles":[{"role":"admin","user_id":"a"}],"max_budget":1}`,
 		`{"team_id":"t","max_budget":null,"models":null,"budget_duration":"1mo"}`, `{"team_ids":["t","u"]}`,
@@ -27,6 +27,8 @@ func FuzzTeamAndUserBodies(f *testing.F) {
 		`{"user_id":"u","teams":["t"],"auto_create_key":false,"user_role":"proxy_admin"}`,
 		`{"user_email":"x@y","max_budget":-1}`, `{"user_ids":["u"]}`, `{"members_with_roles":{}}`,
 		`{"member":{"role":"owner"}}`, `{"budget_duration":"99999999mo"}`, `{"team_id":"\u00e9","metadata":{"a":[1,{"b":null}]}}`,
+		`{"team_id":"t","team_member_permissions":["/key/generate","/key/*"]}`, `{"team_id":"t","team_member_permissions":null}`,
+		`{"team_id":"t","team_member_budget":1,"team_member_rpm_limit":-5,"team_member_budget_duration":"1d","metadata":{"team_member_budget_id":7}}`,
 	} {
 		f.Add(uint8(i%len(routes)), []byte(s))
 	}
