@@ -3,7 +3,9 @@
 // not a proxy admin (RouteChecks.non_proxy_admin_allowed_routes_check), then
 // the key endpoints' own checks (_is_allowed_to_make_key_request,
 // can_delete_verification_token / _team_key_deletion_check,
-// _can_user_query_key_info, validate_key_list_check). It is pure: the
+// _can_user_query_key_info, validate_key_list_check), the team member
+// permissions LiteLLM layers on them (team_member_permissions), and the
+// rules of its self-managed team routes and info routes. It is pure: the
 // caller resolves the calling key's user row and the team rows, and gets nil
 // or LiteLLM's error (apierr) with LiteLLM's status, type and message.
 package access
@@ -127,12 +129,6 @@ type Team struct {
 	Permissions []string
 }
 
-// Team roles (members_with_roles[].role).
-const (
-	TeamRoleAdmin = "admin"
-	TeamRoleUser  = "user"
-)
-
 // DefaultMemberPermissions are the routes a plain team member may call on
 // the team's keys when the team lists none (LiteLLM's
 // DEFAULT_TEAM_MEMBER_PERMISSIONS).
@@ -196,7 +192,7 @@ func (t *Team) MemberMayCall(userID, route string) bool {
 // mayCall reports whether t's member with role may call route on t's keys:
 // an admin may; any other role needs route in EffectivePermissions.
 func (t *Team) mayCall(role, route string) bool {
-	if role == TeamRoleAdmin {
+	if role == keys.TeamRoleAdmin {
 		return true
 	}
 	perms := t.EffectivePermissions()
@@ -206,7 +202,8 @@ func (t *Team) mayCall(role, route string) bool {
 // TeamMember is LiteLLM's _team_key_operation_team_member_check for a
 // caller acting on one of t's keys through route: the caller must be a
 // member (400), with a role in allowedRoles (nil: any role, as when
-// team_key_generation sets no allowed_team_member_roles; 400), and a member who is not a team admin needs route in the team's
+// team_key_generation sets no allowed_team_member_roles; 400), and a
+// member who is not a team admin needs route in the team's
 // team_member_permissions (does_team_member_have_permissions_for_endpoint;
 // 401 team_member_permission_error). Proxy admins are not checked.
 func TeamMember(c Caller, t *Team, allowedRoles []string, route string) error {
@@ -256,7 +253,7 @@ const TypeTeamMemberPermission = "team_member_permission_error"
 // /team/permissions_list, /team/permissions_update): a proxy admin or an
 // admin of team t may call them; anyone else gets its 403.
 func TeamAdmin(c Caller, t *Team, route string) error {
-	if c.Admin() || (c.UserID != "" && t.Members[c.UserID] == TeamRoleAdmin) {
+	if c.Admin() || (c.UserID != "" && t.Members[c.UserID] == keys.TeamRoleAdmin) {
 		return nil
 	}
 	return forbidden(fmt.Sprintf("{'error': 'Call not allowed. User not proxy admin OR team admin. route=%s, team_id=%s'}", route, t.TeamID))
@@ -264,7 +261,7 @@ func TeamAdmin(c Caller, t *Team, route string) error {
 
 // DefaultTeamMemberRoles are the team roles that may manage a team's keys
 // when key_generation_settings has no team_key_generation.
-var DefaultTeamMemberRoles = []string{"admin", "user"}
+var DefaultTeamMemberRoles = []string{keys.TeamRoleAdmin, keys.TeamRoleUser}
 
 // CanModify is can_delete_verification_token, which LiteLLM applies to
 // /key/delete (and the sidecar to every write on an existing key: update,

@@ -8,6 +8,11 @@
 // request's fields, and get back nil or LiteLLM's error (apierr), with
 // LiteLLM's messages. The order of the steps is LiteLLM's generate_key_fn:
 // Check (key_generation_check), then ApplyDefaults, then ApplyUpperbound.
+//
+// A team key must also fit its team (teamfit.go): its models within the
+// team's (TeamModels), its guaranteed-throughput limits within what the
+// team has left (TeamAllocation), and a key moved to a team fitting it
+// (TeamChange).
 package keygen
 
 import (

@@ -171,7 +171,7 @@ func (a *API) adminTeams(ctx context.Context, c *caller) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("caller's team: %w", err)
 		}
-		if t != nil && c.acc.UserID != "" && t.Members[c.acc.UserID] == perm.TeamRoleAdmin {
+		if t != nil && c.acc.UserID != "" && t.Members[c.acc.UserID] == keys.TeamRoleAdmin {
 			out = append(out, t.TeamID)
 		}
 	}
