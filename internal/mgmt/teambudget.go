@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/store"
 )
 
 // teamMemberBudgetKey is the team metadata member naming the team's
@@ -39,12 +40,13 @@ func (a *API) putTeamMemberBudget(ctx context.Context, r *http.Request, c *calle
 		return nil
 	}
 	who := changedBy(r, c)
-	var b *keys.Budget
+	var b, before *keys.Budget
 	if id := teamMemberBudgetID(t); id != "" {
 		cur, err := o.GetBudget(ctx, id)
 		switch {
 		case err == nil:
-			b = cur
+			cp := *cur
+			b, before = cur, &cp
 		case !errors.Is(err, keys.ErrNotFound):
 			return fmt.Errorf("team member budget: %w", err)
 		}
@@ -79,6 +81,14 @@ func (a *API) putTeamMemberBudget(ctx context.Context, r *http.Request, c *calle
 	if err := o.PutBudget(ctx, b); err != nil {
 		return fmt.Errorf("team member budget: %w", err)
 	}
+	// this replica's members see the new limits at once; others through
+	// the feed
+	a.orgChanged(store.Event{Kind: store.EventBudgetChanged, Budget: b.BudgetID})
+	action := keys.ActionUpdated
+	if before == nil {
+		action = keys.ActionCreated
+	}
+	a.auditOrg(ctx, r, c, action, keys.BudgetTable, b.BudgetID, before, b)
 	if t.Metadata == nil {
 		t.Metadata = map[string]any{}
 	}

@@ -1,10 +1,14 @@
 package mgmt_test
 
 import (
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/virtualkeys/sidecar/internal/keys"
+	"github.com/virtualkeys/sidecar/internal/mgmt"
+	"github.com/virtualkeys/sidecar/internal/store"
 )
 
 // A team's default member budget (team_member_budget, _rpm_limit,
@@ -14,7 +18,11 @@ import (
 // /team/update changes for all of them at once.
 func TestTeamMemberBudget(t *testing.T) {
 	each(t, func(t *testing.T, open opener) {
-		e := newEnv(t, open(t))
+		var mu sync.Mutex
+		var events []store.Event
+		e := newEnv(t, open(t), func(c *mgmt.Config) {
+			c.OrgChanged = func(ev store.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }
+		})
 		o := orgOf(t, e)
 		ctx := t.Context()
 		budgetOf := func(user string) *keys.Budget {
@@ -58,6 +66,13 @@ func TestTeamMemberBudget(t *testing.T) {
 			if b := budgetOf(u); b == nil || *b.MaxBudget != 7 || *b.RPMLimit != 10 || b.TPMLimit == nil || *b.TPMLimit != 1000 {
 				t.Errorf("%s's budget after the update = %+v", u, b)
 			}
+		}
+		// this replica's caches heard of the shared row's change at once
+		mu.Lock()
+		heard := slices.ContainsFunc(events, func(ev store.Event) bool { return ev.Kind == store.EventBudgetChanged && ev.Budget == id })
+		mu.Unlock()
+		if !heard {
+			t.Errorf("no budget event for %s", id)
 		}
 		// a team without a default gets one on update
 		e.admin("POST", "/team/new", `{"team_id": "t2", "members_with_roles": [{"role": "user", "user_id": "dan"}]}`, 200)
