@@ -286,23 +286,8 @@ func TestMeteringEmbeddedStore(t *testing.T) {
 	eventually(t, "three spend-log rows", 5*time.Second, func() bool {
 		return len(spendLogs(t, a.http, "api_key="+keys.HashHex(key))) == 3
 	})
-	req, _ := http.NewRequest(http.MethodGet, a.http+"/key/info?key="+key, nil)
-	req.Header.Set("Authorization", "Bearer "+master)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var info struct {
-		Info struct {
-			Spend      float64            `json:"spend"`
-			ModelSpend map[string]float64 `json:"model_spend"`
-		} `json:"info"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
-		t.Fatal(err)
-	}
-	if !near(info.Info.Spend, 3*chatCost) || !near(info.Info.ModelSpend["gpt-4o"], 3*chatCost) {
-		t.Fatalf("/key/info spend %v model_spend %v, want %v", info.Info.Spend, info.Info.ModelSpend, 3*chatCost)
+	spent, modelSpend := keySpend(t, a.http, key)
+	if !near(spent, 3*chatCost) || !near(modelSpend["gpt-4o"], 3*chatCost) {
+		t.Fatalf("/key/info spend %v model_spend %v, want %v", spent, modelSpend, 3*chatCost)
 	}
 }
