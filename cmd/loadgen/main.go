@@ -126,8 +126,9 @@ func serve(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	g := grpc.NewServer(authz.ServerOptions(1 << 20)...)
-	authz.NewServer(a).Register(g)
+	srv := authz.NewServer(a)
+	g := grpc.NewServer(srv.ServerOptions(1 << 20)...)
+	srv.Register(g)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile) // to see where a Check's CPU goes

@@ -156,7 +156,7 @@ func buildParts(cfg *Config, st store.Store, log *slog.Logger, reg prometheus.Re
 
 	check := authz.NewServer(a)
 	return &parts{
-		grpcOptions: authz.ServerOptions(int(cfg.MaxBodyBytes)),
+		grpcOptions: check.ServerOptions(int(cfg.MaxBodyBytes)),
 		registerGRPC: func(g *grpc.Server) {
 			check.Register(g)
 			meter.server.Register(g)

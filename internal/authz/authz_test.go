@@ -108,7 +108,7 @@ func newEnv(t testing.TB, cfg authz.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(authz.ServerOptions(1 << 20)...)
+	g := grpc.NewServer(e.srv.ServerOptions(1 << 20)...)
 	e.srv.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)

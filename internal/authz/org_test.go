@@ -96,8 +96,8 @@ func newOrgEnv(t testing.TB, opts ...func(*authz.Config)) *orgEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(authz.ServerOptions(1 << 20)...)
 	e.server = authz.NewServer(a)
+	g := grpc.NewServer(e.server.ServerOptions(1 << 20)...)
 	e.server.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)

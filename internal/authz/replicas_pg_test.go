@@ -71,8 +71,9 @@ func startReplica(t *testing.T, dbURL string, withOrg bool) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(authz.ServerOptions(1 << 20)...)
-	authz.NewServer(a).Register(g)
+	srv := authz.NewServer(a)
+	g := grpc.NewServer(srv.ServerOptions(1 << 20)...)
+	srv.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -30,13 +30,15 @@ type Server struct {
 	a      *Authorizer
 	denied map[*apierr.Error]*authv3.CheckResponse // constant denials, rendered once
 	memo   *allowMemo
+	wire   *wireCache // the wire form of the shared responses (codec.go)
 }
 
 // NewServer returns the gRPC service for a.
 func NewServer(a *Authorizer) *Server {
-	s := &Server{a: a, denied: map[*apierr.Error]*authv3.CheckResponse{}, memo: &allowMemo{seed: maphash.MakeSeed()}}
+	s := &Server{a: a, denied: map[*apierr.Error]*authv3.CheckResponse{}, memo: &allowMemo{seed: maphash.MakeSeed()}, wire: &wireCache{}}
 	for _, e := range []*apierr.Error{errNoKey, errMalformed, errBlocked} {
 		s.denied[e] = deniedResponse(e, ReasonNoCredential)
+		s.wire.add(s.denied[e])
 	}
 	return s
 }
@@ -165,7 +167,10 @@ func (s *Server) allow(d *Decision) *authv3.CheckResponse {
 	}
 	resp := s.build(d)
 	k.model = strings.Clone(k.model)
-	s.memo.slots[i].Store(&memoSlot{entry: d.Entry, key: k, resp: resp})
+	s.wire.add(resp)
+	if old := s.memo.slots[i].Swap(&memoSlot{entry: d.Entry, key: k, resp: resp}); old != nil {
+		s.wire.drop(old.resp)
+	}
 	return resp
 }
 
