@@ -235,6 +235,17 @@ func TeamInfo(c Caller, teamID string) error {
 	return apierr.New(http.StatusForbidden, apierr.TypeAuth, "None", "key not allowed to access this team's info")
 }
 
+// TeamList is /team/list's allowed_route_check_inside_route: proxy admins
+// and viewers list every team; another caller lists only its own user's
+// teams, naming itself as user_id; anyone else gets LiteLLM's 401.
+func TeamList(c Caller, userID string) error {
+	if c.Admin() || c.Role == RoleProxyAdminViewer || (userID != "" && userID == c.UserID) {
+		return nil
+	}
+	return apierr.New(http.StatusUnauthorized, apierr.TypeAuth, "None",
+		"{'error': 'Only admin users can query all teams/other teams. Your user role="+none(c.Role)+"'}")
+}
+
 // UserInfo is user_api_key_auth's rule for /user/info: proxy admins and
 // viewers read every user; another caller reads its own user only.
 func UserInfo(c Caller, userID string) error {

@@ -274,6 +274,9 @@ func TestInfoRoutes(t *testing.T) {
 		if got := result(TeamInfo(c, tt.id)); got != tt.wantTeam {
 			t.Errorf("%s team %q: %s, want %s", tt.caller, tt.id, got, tt.wantTeam)
 		}
+		if got, want := result(TeamList(c, tt.id)), tt.wantUs; (got == "ok") != (want == "ok") {
+			t.Errorf("%s team list for %q: %s", tt.caller, tt.id, got)
+		}
 		if got := result(UserInfo(c, tt.id)); got != tt.wantUs {
 			t.Errorf("%s user %q: %s, want %s", tt.caller, tt.id, got, tt.wantUs)
 		}

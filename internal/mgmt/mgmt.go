@@ -285,7 +285,7 @@ func (a *API) routes() []route {
 		{"/team/update", http.MethodPost, adminOnly, a.teamUpdate},
 		{"/team/delete", http.MethodPost, adminOnly, a.teamDelete},
 		{"/team/info", http.MethodGet, selfManaged, a.teamInfo},
-		{"/team/list", http.MethodGet, adminOnly, a.teamList},
+		{"/team/list", http.MethodGet, selfManaged, a.teamList},
 		{"/team/block", http.MethodPost, adminOnly, a.teamBlock},
 		{"/team/unblock", http.MethodPost, adminOnly, a.teamUnblock},
 		{"/team/member_add", http.MethodPost, selfManaged, a.teamMemberAdd},

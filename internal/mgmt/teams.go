@@ -418,12 +418,17 @@ func (a *API) teamKeys(ctx context.Context, teamID string) ([]*wireKey, error) {
 	return out, nil
 }
 
-func (a *API) teamList(r *http.Request, _ *caller) (any, error) {
+func (a *API) teamList(r *http.Request, c *caller) (any, error) {
 	o, err := a.orgStore()
 	if err != nil {
 		return nil, err
 	}
 	q := r.URL.Query()
+	if a.roles(c) {
+		if err := perm.TeamList(c.acc, q.Get("user_id")); err != nil {
+			return nil, err
+		}
+	}
 	ts, err := o.ListTeams(r.Context(), store.TeamQuery{UserID: q.Get("user_id"), OrganizationID: q.Get("organization_id"), TeamAlias: q.Get("team_alias")})
 	if err != nil {
 		return nil, fmt.Errorf("list teams: %w", err)
