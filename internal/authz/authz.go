@@ -71,9 +71,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -405,7 +403,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 		}
 		if max := e.Budget(now); overBudget(spend, max) {
 			return deny(ReasonBudget, apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",
-				"Budget has been exceeded! Current cost: "+pyFloat(spend)+", Max budget: "+pyFloat(max)))
+				"Budget has been exceeded! Current cost: "+apierr.PyFloat(spend)+", Max budget: "+apierr.PyFloat(max)))
 		}
 	}
 	if len(e.ModelBudgets) != 0 && a.modelBudgetExceeded(e, m.primary, now) {
@@ -445,19 +443,6 @@ func errUnknown(key string, hash [32]byte) *apierr.Error {
 
 func first(s string, n int) string { return s[:min(n, len(s))] }
 func last(s string, n int) string  { return s[max(0, len(s)-n):] }
-
-// pyFloat renders a float as Python's str(float) does for ordinary values:
-// 10 -> "10.0", 0.5 -> "0.5".
-func pyFloat(f float64) string {
-	if a := math.Abs(f); a != 0 && (a >= 1e16 || a < 1e-4) && !math.IsInf(f, 0) {
-		return strconv.FormatFloat(f, 'e', -1, 64) // 1e+16, 1.5e-05: as Python
-	}
-	s := strconv.FormatFloat(f, 'f', -1, 64)
-	if !strings.ContainsAny(s, ".eEnN") {
-		s += ".0"
-	}
-	return s
-}
 
 // pyTime renders a time as Python's str() of an aware UTC datetime:
 // "2025-05-14 10:30:00+00:00", with ".123000" when it has a fraction.

@@ -20,5 +20,5 @@ func memberBudget(o *org, now time.Time) (Decision, bool) {
 		return Decision{}, false
 	}
 	return deny(ReasonBudget, apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",
-		"Budget has been exceeded! User="+o.userID+" in Team="+o.teamID+" Current cost: "+pyFloat(spend)+", Max budget: "+pyFloat(max))), true
+		"Budget has been exceeded! User="+o.userID+" in Team="+o.teamID+" Current cost: "+apierr.PyFloat(spend)+", Max budget: "+apierr.PyFloat(max))), true
 }

@@ -19,5 +19,5 @@ func teamBudget(o *org, now time.Time) (Decision, bool) {
 		return Decision{}, false
 	}
 	return deny(ReasonBudget, apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",
-		"Budget has been exceeded! Team="+o.teamID+" Current cost: "+pyFloat(spend)+", Max budget: "+pyFloat(max))), true
+		"Budget has been exceeded! Team="+o.teamID+" Current cost: "+apierr.PyFloat(spend)+", Max budget: "+apierr.PyFloat(max))), true
 }

@@ -18,5 +18,5 @@ func userBudget(o *org, now time.Time) (Decision, bool) {
 		return Decision{}, false
 	}
 	return deny(ReasonBudget, apierr.New(http.StatusBadRequest, apierr.TypeBudgetExceeded, "",
-		"ExceededBudget: User="+o.userID+" over budget. Spend="+pyFloat(spend)+", Budget="+pyFloat(max))), true
+		"ExceededBudget: User="+o.userID+" over budget. Spend="+apierr.PyFloat(spend)+", Budget="+apierr.PyFloat(max))), true
 }

@@ -21,7 +21,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/virtualkeys/sidecar/internal/access"
@@ -282,7 +281,7 @@ func (s *Settings) ApplyUpperbound(f *Fields, now time.Time) error {
 			v := *u.MaxBudget
 			f.MaxBudget = &v
 		} else if *f.MaxBudget > *u.MaxBudget {
-			return overLimit("max_budget", pyFloat(*f.MaxBudget), pyFloat(*u.MaxBudget))
+			return overLimit("max_budget", apierr.PyFloat(*f.MaxBudget), apierr.PyFloat(*u.MaxBudget))
 		}
 	}
 	if err := boundDuration("budget_duration", &f.BudgetDuration, u.BudgetDuration, now); err != nil {
@@ -345,18 +344,6 @@ func httpError(status int, msg string) *apierr.Error {
 func pyNone(s string) string {
 	if s == "" {
 		return "None"
-	}
-	return s
-}
-
-// pyFloat renders a float as Python's str(float): 10 -> "10.0".
-func pyFloat(f float64) string {
-	if a := math.Abs(f); a != 0 && (a >= 1e16 || a < 1e-4) && !math.IsInf(f, 0) {
-		return strconv.FormatFloat(f, 'e', -1, 64)
-	}
-	s := strconv.FormatFloat(f, 'f', -1, 64)
-	if !strings.ContainsAny(s, ".eEnN") {
-		s += ".0"
 	}
 	return s
 }
