@@ -36,3 +36,7 @@ func NewTestEntry(k *keys.Key) *Entry {
 // EvictTeam drops a team the way capacity eviction does: no generation
 // bump, unlike an invalidation (tests only).
 func (c *OrgCache) EvictTeam(id string) { c.rc.Del(c.slot(kindTeam, id, "")) }
+
+// BumpTeam bumps a team's slot generation without dropping the entry: the
+// moment inside an invalidation between the two (tests only).
+func (c *OrgCache) BumpTeam(id string) { c.stripe(c.slot(kindTeam, id, "")).Add(1) }

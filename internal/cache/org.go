@@ -107,6 +107,7 @@ type orgEntry struct {
 	until   time.Time
 	epoch   uint64
 	bepoch  uint64 // budget epoch (members only)
+	gen     uint64 // its slot's generation when its load began
 	team    *Team
 	user    *User
 	member  *Member
@@ -131,9 +132,13 @@ type OrgCache struct {
 	timeout time.Duration
 	now     func() time.Time
 	log     *slog.Logger
-	gens    [genStripes]atomic.Uint64
-	epoch   atomic.Uint64 // bumped by Purge
-	bepoch  atomic.Uint64 // bumped by a budget-table change: drops every membership
+	gens    [genStripes]atomic.Uint64 // bumped by an invalidation
+	// Spend events: for a cached object (its views are rebuilt), and for
+	// one not cached (a load in flight is not cached, and a view holding an
+	// evicted copy is rebuilt).
+	spends, missSpends [genStripes]atomic.Uint64
+	epoch              atomic.Uint64 // bumped by Purge
+	bepoch             atomic.Uint64 // bumped by a budget-table change: drops every membership
 
 	hits, misses, negHits prometheus.Counter
 }
@@ -231,12 +236,12 @@ type OrgView struct {
 // lookups began, and the earliest expiry of the objects. Any invalidation,
 // spend event, purge or expiry since makes it stale.
 type orgMemo struct {
-	view          OrgView
-	epoch, bepoch uint64
-	n             int
-	stripes       [3]*atomic.Uint64
-	gens          [3]uint64
-	until         time.Time
+	view                 OrgView
+	epoch, bepoch        uint64
+	n                    int
+	slots                [3]uint64
+	gens, spends, misses [3]uint64
+	until                time.Time
 }
 
 func (c *OrgCache) memoValid(m *orgMemo, now time.Time) bool {
@@ -244,7 +249,8 @@ func (c *OrgCache) memoValid(m *orgMemo, now time.Time) bool {
 		return false
 	}
 	for i := range m.n {
-		if m.stripes[i].Load() != m.gens[i] {
+		j := m.slots[i] % genStripes
+		if c.gens[j].Load() != m.gens[i] || c.spends[j].Load() != m.spends[i] || c.missSpends[j].Load() != m.misses[i] {
 			return false
 		}
 	}
@@ -263,14 +269,23 @@ func (c *OrgCache) Resolve(ctx context.Context, e *Entry, now time.Time) (OrgVie
 		return m.view, nil
 	}
 	m := &orgMemo{epoch: c.epoch.Load(), bepoch: c.bepoch.Load(), until: now.Add(c.ttl)}
+	keep := true // false: an object predates an invalidation; answer, but do not remember
 	look := func(kind orgKind, a, b string) (*orgEntry, error) {
 		k := c.slot(kind, a, b)
-		m.stripes[m.n] = c.stripe(k)
-		m.gens[m.n] = m.stripes[m.n].Load() // before the lookup: a change during it shows
+		i := m.n
 		m.n++
+		// generations before the lookup: a change during it shows
+		j := k % genStripes
+		m.slots[i], m.gens[i], m.spends[i], m.misses[i] = k, c.gens[j].Load(), c.spends[j].Load(), c.missSpends[j].Load()
 		oe, err := c.entryFor(ctx, k, kind, a, b, now)
 		if err != nil {
 			return nil, err
+		}
+		// An entry whose load began before the slot's last invalidation (a
+		// stale fallback, or a stale load ristretto has not yet dropped) is
+		// used for this Check only, as Team/User/Member would.
+		if oe.gen != m.gens[i] {
+			keep = false
 		}
 		if oe.until.Before(m.until) {
 			m.until = oe.until
@@ -316,7 +331,9 @@ func (c *OrgCache) Resolve(ctx context.Context, e *Entry, now time.Time) (OrgVie
 			}
 		}
 	}
-	e.org.Store(m)
+	if keep {
+		e.org.Store(m)
+	}
 	return m.view, nil
 }
 
@@ -382,9 +399,10 @@ func (c *OrgCache) entryFor(ctx context.Context, k uint64, kind orgKind, a, b st
 	sfKey := string(rune('0'+kind)) + a + "\x00" + b
 	v, err, _ := c.sf.Do(sfKey, func() (any, error) {
 		gen, epoch, bepoch := c.stripe(k).Load(), c.epoch.Load(), c.bepoch.Load()
+		missed := c.missSpends[k%genStripes].Load()
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
-		e := &orgEntry{kind: kind, a: a, b: b, epoch: epoch, bepoch: bepoch}
+		e := &orgEntry{kind: kind, a: a, b: b, epoch: epoch, bepoch: bepoch, gen: gen}
 		var err error
 		switch kind {
 		case kindTeam:
@@ -424,7 +442,8 @@ func (c *OrgCache) entryFor(ctx context.Context, k uint64, kind orgKind, a, b st
 			e.until = now.Add(c.ttl)
 		}
 		still := func() bool {
-			return c.stripe(k).Load() == gen && c.epoch.Load() == epoch && c.bepoch.Load() == bepoch
+			return c.stripe(k).Load() == gen && c.missSpends[k%genStripes].Load() == missed &&
+				c.epoch.Load() == epoch && c.bepoch.Load() == bepoch
 		}
 		if still() {
 			c.rc.Set(k, e, 1)
@@ -464,16 +483,19 @@ func (c *OrgCache) InvalidateMember(teamID, userID string) { c.drop(kindMember, 
 // Purge drops everything.
 func (c *OrgCache) Purge() { c.epoch.Add(1) }
 
-// setSpend updates a cached object's spend in place. It also bumps the
-// object's generation, so a load in flight (which may have read the old
-// spend) is not cached and a key's remembered view (Resolve), which may
-// hold an older copy of the object, is rebuilt.
+// setSpend updates a cached object's spend in place and bumps the slot's
+// spend generation, so a key's remembered view (Resolve), which may hold an
+// older copy of the object (evicted, then reloaded for another key), is
+// rebuilt. With nothing cached it makes sure a load in flight (which may
+// have read the old spend) is not cached.
 func (c *OrgCache) setSpend(kind orgKind, a, b string, spend float64) {
 	k := c.slot(kind, a, b)
 	if e := c.get(k, kind, a, b, c.now()); e != nil && !e.neg {
 		e.budgets.spend.Store(math.Float64bits(spend))
+		c.spends[k%genStripes].Add(1)
+		return
 	}
-	c.stripe(k).Add(1)
+	c.missSpends[k%genStripes].Add(1)
 }
 
 // Handle applies one change-feed event; events for keys are ignored.

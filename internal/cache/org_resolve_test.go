@@ -160,3 +160,37 @@ func (f *fakeOrg) set(fn func()) {
 	defer f.mu.Unlock()
 	fn()
 }
+
+// An invalidation is a generation bump, then a delete. A Resolve between
+// the two finds the old entry under the new generation: it must answer
+// with it (as any lookup would at that moment) but not remember it, or the
+// view would outlive the change.
+func TestResolveDoesNotRememberAnEntryOlderThanItsSlot(t *testing.T) {
+	f, c, e := resolveFixture(t)
+	resolve(t, c, e, time.Now())
+	c.Wait()
+	f.set(func() { f.teams["t"] = &keys.Team{TeamID: "t", Blocked: true} })
+	c.BumpTeam("t")
+	if v := resolve(t, c, e, time.Now()); v.Team == nil || v.Team.Blocked {
+		t.Fatalf("between the bump and the delete: team %+v, want the old row", v.Team)
+	}
+	c.EvictTeam("t") // the delete that completes the invalidation
+	if v := resolve(t, c, e, time.Now()); v.Team == nil || !v.Team.Blocked {
+		t.Errorf("after the invalidation: team %+v, want the new (blocked) row", v.Team)
+	}
+}
+
+// A spend event for an object no longer cached still rebuilds a view that
+// holds an evicted copy of it.
+func TestResolveSeesSpendOfAnEvictedObject(t *testing.T) {
+	_, c, e := resolveFixture(t)
+	v := resolve(t, c, e, time.Now())
+	c.Wait()
+	c.EvictTeam("t")
+	c.Handle(store.Event{Kind: store.EventTeamSpend, Team: "t", Spend: 9.5})
+	// the store still says 1 (the fake is not updated): a rebuilt view
+	// reads the row again; a kept one would still show the old object
+	if got := resolve(t, c, e, time.Now()); got.Team == v.Team {
+		t.Error("the view kept the evicted team after a spend event for it")
+	}
+}
