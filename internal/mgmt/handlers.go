@@ -178,16 +178,8 @@ func (a *API) update(r *http.Request, c *caller) (any, error) {
 		}
 	}
 	now := a.clock()
-	if f.TeamID.ok() || f.TPMLimitType.ok() || f.RPMLimitType.ok() {
-		cur, err := a.st.Get(ctx, hash)
-		if err != nil {
-			return nil, fmt.Errorf("update key %s: %w", keys.Redact(hash), err)
-		}
-		next := *cur
-		p.apply(&next, now)
-		if err := a.teamKeyRules(ctx, c, f, cur, &next); err != nil {
-			return nil, err
-		}
+	if err := a.teamKeyChange(ctx, c, f, p, hash, now); err != nil {
+		return nil, fmt.Errorf("update key %s: %w", keys.Redact(hash), err)
 	}
 	who := changedBy(r, c)
 	var before map[string]any
@@ -545,6 +537,11 @@ func (a *API) regenerate(r *http.Request, c *caller) (any, error) {
 		return nil, badRequest("new_key", "Key already exists")
 	}
 	ctx := r.Context()
+	if a.roles(c) { // the body may change the key's user and team, as on /key/update
+		if err := perm.KeyRequest(c.acc, optPtr(&f.UserID), optPtr(&f.TeamID)); err != nil {
+			return nil, err
+		}
+	}
 	if err := a.canModify(ctx, c, oldHash, perm.RouteRegenerate); err != nil {
 		return nil, fmt.Errorf("regenerate: %w", err)
 	}
@@ -554,6 +551,9 @@ func (a *API) regenerate(r *http.Request, c *caller) (any, error) {
 		}
 	}
 	now := a.clock()
+	if err := a.teamKeyChange(ctx, c, f, p, oldHash, now); err != nil {
+		return nil, fmt.Errorf("regenerate %s: %w", keys.Redact(oldHash), err)
+	}
 	var grace *time.Time
 	if p.grace != nil {
 		t := p.grace.AddTo(now)

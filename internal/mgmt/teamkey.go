@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	perm "github.com/virtualkeys/sidecar/internal/access"
 	"github.com/virtualkeys/sidecar/internal/keygen"
@@ -65,6 +66,22 @@ func (a *API) teamKeyRules(ctx context.Context, c *caller, f *keyFields, before,
 		return err
 	}
 	return keygen.TeamAllocation(t, others, tk)
+}
+
+// teamKeyChange applies teamKeyRules to a change of the stored key hash
+// (/key/update, /key/regenerate) when the request can affect them: it names
+// a team or asks for guaranteed throughput.
+func (a *API) teamKeyChange(ctx context.Context, c *caller, f *keyFields, p *plan, hash string, now time.Time) error {
+	if !f.TeamID.ok() && !f.TPMLimitType.ok() && !f.RPMLimitType.ok() {
+		return nil
+	}
+	cur, err := a.st.Get(ctx, hash)
+	if err != nil {
+		return fmt.Errorf("get: %w", err)
+	}
+	next := *cur
+	p.apply(&next, now)
+	return a.teamKeyRules(ctx, c, f, cur, &next)
 }
 
 // accessCaller is the caller as internal/access sees it (the master key
