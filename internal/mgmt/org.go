@@ -130,20 +130,13 @@ func checkNonNegative(param string, o opt[float64]) error {
 // deleteKeysWhere deletes every key matching q (a team's or a user's) and
 // returns their hashes.
 func (a *API) deleteKeysWhere(ctx context.Context, r *http.Request, c *caller, q store.ListQuery) error {
-	q.Page, q.Size = 1, maxListItems
-	var hashes []string
-	for {
-		res, err := a.st.List(ctx, q)
-		if err != nil {
-			return fmt.Errorf("list keys: %w", err)
-		}
-		for _, k := range res.Keys {
-			hashes = append(hashes, k.Token)
-		}
-		if len(res.Keys) < q.Size {
-			break
-		}
-		q.Page++
+	rows, err := a.listAll(ctx, q)
+	if err != nil {
+		return err
+	}
+	hashes := make([]string, 0, len(rows))
+	for _, k := range rows {
+		hashes = append(hashes, k.Token)
 	}
 	if len(hashes) == 0 {
 		return nil

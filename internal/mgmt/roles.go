@@ -153,13 +153,20 @@ func (a *API) routeCheck(r *http.Request, rt route, c *caller) error {
 	return perm.Route(c.acc, routeName(rt))
 }
 
-// teamAdmin is perm.TeamAdmin for LiteLLM's self-managed team routes: a
-// proxy admin, or an admin of team t.
-func (a *API) teamAdmin(r *http.Request, c *caller, t *keys.Team) error {
-	if !a.roles(c) {
-		return nil
+// adminTeam reads team id for one of LiteLLM's self-managed team routes
+// (404 when missing) and checks perm.TeamAdmin: a proxy admin, or an admin
+// of the team.
+func (a *API) adminTeam(ctx context.Context, r *http.Request, c *caller, o OrgStore, id string) (*keys.Team, error) {
+	t, err := a.getTeam(ctx, o, id)
+	if err != nil {
+		return nil, err
 	}
-	return perm.TeamAdmin(c.acc, perm.TeamOf(t), r.URL.Path)
+	if a.roles(c) {
+		if err := perm.TeamAdmin(c.acc, perm.TeamOf(t), r.URL.Path); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
 }
 
 // adminTeams are the teams among the caller's user's teams that list it

@@ -61,7 +61,7 @@ func (a *API) teamKeyRules(ctx context.Context, c *caller, f *keyFields, before,
 	if !allocate {
 		return nil
 	}
-	others, err := a.teamKeyRows(ctx, t.TeamID)
+	others, err := a.listAll(ctx, store.ListQuery{TeamID: t.TeamID})
 	if err != nil {
 		return err
 	}
@@ -94,14 +94,15 @@ func (a *API) accessCaller(c *caller) perm.Caller {
 	return acc
 }
 
-// teamKeyRows lists a team's stored keys.
-func (a *API) teamKeyRows(ctx context.Context, teamID string) ([]*keys.Key, error) {
+// listAll lists every key q matches (its page and size are set here),
+// page by page.
+func (a *API) listAll(ctx context.Context, q store.ListQuery) ([]*keys.Key, error) {
 	var out []*keys.Key
-	q := store.ListQuery{TeamID: teamID, Page: 1, Size: maxListItems}
+	q.Page, q.Size = 1, maxListItems
 	for {
 		res, err := a.st.List(ctx, q)
 		if err != nil {
-			return nil, fmt.Errorf("list team keys: %w", err)
+			return nil, fmt.Errorf("list keys: %w", err)
 		}
 		out = append(out, res.Keys...)
 		if len(res.Keys) < q.Size {

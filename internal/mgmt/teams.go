@@ -406,16 +406,21 @@ func (a *API) teamInfo(r *http.Request, c *caller) (any, error) {
 // teamKeys lists a team's keys (without their secrets: stored rows carry
 // only hashes).
 func (a *API) teamKeys(ctx context.Context, teamID string) ([]*wireKey, error) {
-	rows, err := a.teamKeyRows(ctx, teamID)
+	rows, err := a.listAll(ctx, store.ListQuery{TeamID: teamID})
 	if err != nil {
 		return nil, err
 	}
+	return a.views(rows), nil
+}
+
+// views are keys as responses show them (never nil).
+func (a *API) views(rows []*keys.Key) []*wireKey {
 	now := a.clock()
 	out := make([]*wireKey, 0, len(rows))
 	for _, k := range rows {
 		out = append(out, view(k, now))
 	}
-	return out, nil
+	return out
 }
 
 func (a *API) teamList(r *http.Request, c *caller) (any, error) {
@@ -519,11 +524,8 @@ func (a *API) teamMemberAdd(r *http.Request, c *caller) (any, error) {
 		return nil, err
 	}
 	ctx := r.Context()
-	t, err := a.getTeam(ctx, o, f.TeamID.V)
+	t, err := a.adminTeam(ctx, r, c, o, f.TeamID.V)
 	if err != nil {
-		return nil, err
-	}
-	if err := a.teamAdmin(r, c, t); err != nil {
 		return nil, err
 	}
 	for i := range members {
@@ -599,11 +601,8 @@ func (a *API) teamMemberDelete(r *http.Request, c *caller) (any, error) {
 		return nil, err
 	}
 	ctx := r.Context()
-	t, err := a.getTeam(ctx, o, f.TeamID.V)
+	t, err := a.adminTeam(ctx, r, c, o, f.TeamID.V)
 	if err != nil {
-		return nil, err
-	}
-	if err := a.teamAdmin(r, c, t); err != nil {
 		return nil, err
 	}
 	uid, err := findMember(t, f)
@@ -639,11 +638,8 @@ func (a *API) teamMemberUpdate(r *http.Request, c *caller) (any, error) {
 		return nil, invalid("role", "role: Input should be 'admin' or 'user'")
 	}
 	ctx := r.Context()
-	t, err := a.getTeam(ctx, o, f.TeamID.V)
+	t, err := a.adminTeam(ctx, r, c, o, f.TeamID.V)
 	if err != nil {
-		return nil, err
-	}
-	if err := a.teamAdmin(r, c, t); err != nil {
 		return nil, err
 	}
 	uid, err := findMember(t, f)
@@ -707,11 +703,8 @@ func (a *API) teamPermissionsList(r *http.Request, c *caller) (any, error) {
 	if id == "" {
 		return nil, invalid("team_id", "team_id: Field required")
 	}
-	t, err := a.getTeam(r.Context(), o, id)
+	t, err := a.adminTeam(r.Context(), r, c, o, id)
 	if err != nil {
-		return nil, err
-	}
-	if err := a.teamAdmin(r, c, t); err != nil {
 		return nil, err
 	}
 	perms := t.TeamMemberPermissions
@@ -742,11 +735,8 @@ func (a *API) teamPermissionsUpdate(r *http.Request, c *caller) (any, error) {
 	if err := perm.ValidatePermissions(perms.V); err != nil {
 		return nil, err
 	}
-	t, err := a.getTeam(r.Context(), o, id.V)
+	t, err := a.adminTeam(r.Context(), r, c, o, id.V)
 	if err != nil {
-		return nil, err
-	}
-	if err := a.teamAdmin(r, c, t); err != nil {
 		return nil, err
 	}
 	t, err = a.modifyTeam(r, c, o, t.TeamID, keys.ActionUpdated, func(t *keys.Team) error {

@@ -339,22 +339,11 @@ func (a *API) userInfo(r *http.Request, c *caller) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get user: %w", err)
 	}
-	now := a.clock()
-	ks := []*wireKey{}
-	q := store.ListQuery{UserID: id, Page: 1, Size: maxListItems}
-	for {
-		res, err := a.st.List(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("list user keys: %w", err)
-		}
-		for _, k := range res.Keys {
-			ks = append(ks, view(k, now))
-		}
-		if len(res.Keys) < q.Size {
-			break
-		}
-		q.Page++
+	rows, err := a.listAll(ctx, store.ListQuery{UserID: id})
+	if err != nil {
+		return nil, fmt.Errorf("user keys: %w", err)
 	}
+	ks := a.views(rows)
 	ts, err := o.ListTeams(ctx, store.TeamQuery{UserID: id})
 	if err != nil {
 		return nil, fmt.Errorf("list user's teams: %w", err)
