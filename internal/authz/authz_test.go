@@ -104,20 +104,7 @@ func newEnv(t testing.TB, cfg authz.Config) *env {
 		t.Fatal(err)
 	}
 	e.srv = authz.NewServer(e.authz)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(e.srv.ServerOptions(1 << 20)...)
-	e.srv.Register(g)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	e.client = authv3.NewAuthorizationClient(conn)
+	e.client = authv3.NewAuthorizationClient(serveCheck(t, e.srv))
 	e.seed(t)
 	return e
 }
@@ -613,4 +600,24 @@ func TestNewValidates(t *testing.T) {
 	if _, err := authz.New(authz.Config{}); err == nil {
 		t.Fatal("New without cache and master key succeeded")
 	}
+}
+
+// serveCheck serves srv on a real gRPC listener, with the sidecar's server
+// options, and returns a client connection to it; both end with the test.
+func serveCheck(t testing.TB, srv *authz.Server) *grpc.ClientConn {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(srv.ServerOptions(1 << 20)...)
+	srv.Register(g)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
 }

@@ -3,16 +3,13 @@ package authz_test
 import (
 	"context"
 	"errors"
-	"net"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/virtualkeys/sidecar/internal/authz"
@@ -92,20 +89,8 @@ func newOrgEnv(t testing.TB, opts ...func(*authz.Config)) *orgEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.server = authz.NewServer(a)
-	g := grpc.NewServer(e.server.ServerOptions(1 << 20)...)
-	e.server.Register(g)
-	go func() { _ = g.Serve(lis) }()
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := serveCheck(t, e.server)
 	e.client = authv3.NewAuthorizationClient(conn)
 	return e
 }
