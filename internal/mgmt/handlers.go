@@ -160,11 +160,12 @@ func (a *API) update(r *http.Request, c *caller) (any, error) {
 		return nil, invalid("key", "key: Field required (or key_alias)")
 	}
 	f.NewKey, f.GracePeriod = opt[string]{}, opt[string]{}
+	var stored *keys.Key // the row, when a check below has read it
 	if a.roles(c) {
 		if err := perm.KeyRequest(c.acc, optPtr(&f.UserID), optPtr(&f.TeamID)); err != nil {
 			return nil, err
 		}
-		if err := a.canModify(ctx, c, hash, perm.RouteUpdate); err != nil {
+		if stored, err = a.canModify(ctx, c, hash, perm.RouteUpdate); err != nil {
 			return nil, fmt.Errorf("update: %w", err)
 		}
 	}
@@ -178,7 +179,7 @@ func (a *API) update(r *http.Request, c *caller) (any, error) {
 		}
 	}
 	now := a.clock()
-	if err := a.teamKeyChange(ctx, c, f, p, hash, now); err != nil {
+	if err := a.teamKeyChange(ctx, c, f, p, hash, stored, now); err != nil {
 		return nil, fmt.Errorf("update key %s: %w", keys.Redact(hash), err)
 	}
 	who := changedBy(r, c)
@@ -542,7 +543,8 @@ func (a *API) regenerate(r *http.Request, c *caller) (any, error) {
 			return nil, err
 		}
 	}
-	if err := a.canModify(ctx, c, oldHash, perm.RouteRegenerate); err != nil {
+	stored, err := a.canModify(ctx, c, oldHash, perm.RouteRegenerate)
+	if err != nil {
 		return nil, fmt.Errorf("regenerate: %w", err)
 	}
 	if f.KeyAlias.ok() {
@@ -551,7 +553,7 @@ func (a *API) regenerate(r *http.Request, c *caller) (any, error) {
 		}
 	}
 	now := a.clock()
-	if err := a.teamKeyChange(ctx, c, f, p, oldHash, now); err != nil {
+	if err := a.teamKeyChange(ctx, c, f, p, oldHash, stored, now); err != nil {
 		return nil, fmt.Errorf("regenerate %s: %w", keys.Redact(oldHash), err)
 	}
 	var grace *time.Time

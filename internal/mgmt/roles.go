@@ -69,16 +69,17 @@ func (a *API) teamRoles() []string {
 }
 
 // canModify is perm.CanModify on the stored key hash (404 when missing),
-// for the key route named (perm.Route*).
-func (a *API) canModify(ctx context.Context, c *caller, hash, route string) error {
+// for the key route named (perm.Route*). It returns the key it read (nil
+// when the role checks do not apply and it read none).
+func (a *API) canModify(ctx context.Context, c *caller, hash, route string) (*keys.Key, error) {
 	if !a.roles(c) {
-		return nil
+		return nil, nil
 	}
 	k, err := a.st.Get(ctx, hash)
 	if err != nil {
-		return fmt.Errorf("get %s: %w", keys.Redact(hash), err)
+		return nil, fmt.Errorf("get %s: %w", keys.Redact(hash), err)
 	}
-	return a.canModifyKey(ctx, c, k, route)
+	return k, a.canModifyKey(ctx, c, k, route)
 }
 
 func (a *API) canModifyKey(ctx context.Context, c *caller, k *keys.Key, route string) error {

@@ -70,14 +70,17 @@ func (a *API) teamKeyRules(ctx context.Context, c *caller, f *keyFields, before,
 
 // teamKeyChange applies teamKeyRules to a change of the stored key hash
 // (/key/update, /key/regenerate) when the request can affect them: it names
-// a team or asks for guaranteed throughput.
-func (a *API) teamKeyChange(ctx context.Context, c *caller, f *keyFields, p *plan, hash string, now time.Time) error {
+// a team or asks for guaranteed throughput. cur is the stored row when the
+// caller has read it already (nil: read here).
+func (a *API) teamKeyChange(ctx context.Context, c *caller, f *keyFields, p *plan, hash string, cur *keys.Key, now time.Time) error {
 	if !f.TeamID.ok() && !f.TPMLimitType.ok() && !f.RPMLimitType.ok() {
 		return nil
 	}
-	cur, err := a.st.Get(ctx, hash)
-	if err != nil {
-		return fmt.Errorf("get: %w", err)
+	if cur == nil {
+		var err error
+		if cur, err = a.st.Get(ctx, hash); err != nil {
+			return fmt.Errorf("get: %w", err)
+		}
 	}
 	next := *cur
 	p.apply(&next, now)
