@@ -160,14 +160,9 @@ func (a *API) update(r *http.Request, c *caller) (any, error) {
 		return nil, invalid("key", "key: Field required (or key_alias)")
 	}
 	f.NewKey, f.GracePeriod = opt[string]{}, opt[string]{}
-	var stored *keys.Key // the row, when a check below has read it
-	if a.roles(c) {
-		if err := perm.KeyRequest(c.acc, optPtr(&f.UserID), optPtr(&f.TeamID)); err != nil {
-			return nil, err
-		}
-		if stored, err = a.canModify(ctx, c, hash, perm.RouteUpdate); err != nil {
-			return nil, fmt.Errorf("update: %w", err)
-		}
+	stored, err := a.mayChange(ctx, c, f, hash, perm.RouteUpdate)
+	if err != nil {
+		return nil, fmt.Errorf("update: %w", err)
 	}
 	p, err := validate(f)
 	if err != nil {
@@ -538,12 +533,7 @@ func (a *API) regenerate(r *http.Request, c *caller) (any, error) {
 		return nil, badRequest("new_key", "Key already exists")
 	}
 	ctx := r.Context()
-	if a.roles(c) { // the body may change the key's user and team, as on /key/update
-		if err := perm.KeyRequest(c.acc, optPtr(&f.UserID), optPtr(&f.TeamID)); err != nil {
-			return nil, err
-		}
-	}
-	stored, err := a.canModify(ctx, c, oldHash, perm.RouteRegenerate)
+	stored, err := a.mayChange(ctx, c, f, oldHash, perm.RouteRegenerate)
 	if err != nil {
 		return nil, fmt.Errorf("regenerate: %w", err)
 	}

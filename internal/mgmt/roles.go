@@ -82,6 +82,19 @@ func (a *API) canModify(ctx context.Context, c *caller, hash, route string) (*ke
 	return k, a.canModifyKey(ctx, c, k, route)
 }
 
+// mayChange is the check of a request that changes the stored key hash
+// with body fields (/key/update, /key/regenerate): the body may not hand
+// the key to another user or team (perm.KeyRequest), and the caller must
+// be allowed route on the key (canModify). It returns the key it read.
+func (a *API) mayChange(ctx context.Context, c *caller, f *keyFields, hash, route string) (*keys.Key, error) {
+	if a.roles(c) {
+		if err := perm.KeyRequest(c.acc, optPtr(&f.UserID), optPtr(&f.TeamID)); err != nil {
+			return nil, err
+		}
+	}
+	return a.canModify(ctx, c, hash, route)
+}
+
 func (a *API) canModifyKey(ctx context.Context, c *caller, k *keys.Key, route string) error {
 	if !a.roles(c) {
 		return nil
